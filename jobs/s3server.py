@@ -105,7 +105,9 @@ class EmbeddedS3:
         identity = self.dir / "identity.json"
         identity.write_text(json.dumps(_identity()))
         log = self.dir / "weed.log"
-        ports = {name: _free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")}
+        ports = {
+            name: _free_port() for name in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc")
+        }
         cmd = [
             weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
             f"-master.port={ports['master']}", f"-master.port.grpc={ports['master_grpc']}",

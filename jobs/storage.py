@@ -151,7 +151,11 @@ def list_objects(
         max_size: drop objects larger than this many bytes.
         page_size: keys per ListObjectsV2 request on S3.
     """
-    exts = None if extensions is None else frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    exts = (
+        None
+        if extensions is None
+        else frozenset(e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions)
+    )
     if is_s3(uri):
         yield from _list_s3(uri, exts, min_size, max_size, page_size)
         return

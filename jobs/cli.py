@@ -1,0 +1,115 @@
+"""The ``mediascore`` command. Each subcommand parses its flags and calls one function; the work is elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def _cmd_s3(args: argparse.Namespace) -> int:
+    from jobs.s3server import EmbeddedS3, export_lines
+
+    server = EmbeddedS3(port=args.port)
+    if args.action == "up":
+        state = server.up()
+        print(f"# SeaweedFS S3 on {state.endpoint} (pid {state.pid}, data in {state.data_dir})")
+        print(export_lines(state))
+    elif args.action == "down":
+        print("stopped" if server.down() else "not running")
+    else:
+        state = server.state()
+        if state is None:
+            print("not running")
+            return 1
+        print(f"# running on {state.endpoint} (pid {state.pid}, data in {state.data_dir})")
+        print(export_lines(state))
+    return 0
+
+
+def _cmd_make_corpus(args: argparse.Namespace) -> int:
+    from jobs.corpus import make_corpus
+
+    summary = make_corpus(args.output, seed=args.seed, scale=args.scale, workers=args.workers, progress=print)
+    print(summary)
+    return 0
+
+
+def parse_stages(text: str | None) -> list[str] | None:
+    """``None`` -> the config's list; ``"none"`` -> no stage (inventory run); ``"a,b"`` -> those stages."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return []
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from jobs.config import load_config
+    from jobs.score import run_score
+
+    stages = parse_stages(args.stages)
+    cfg = load_config(args.config, overrides={"stages": {"run": stages}} if stages else None)
+    summary = run_score(args.input, args.output, cfg, stages=stages, address=args.address)
+    print(summary)
+    print(json.dumps(summary.as_dict(), sort_keys=True))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import run_demo
+
+    run_demo(scale=args.scale, config=args.config)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mediascore", description="Score, localize and restore media at scale.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s3 = sub.add_parser("s3", help="run the embedded S3 object store (SeaweedFS) on 127.0.0.1")
+    s3.add_argument("action", choices=["up", "down", "status"])
+    s3.add_argument("--port", type=int, default=int(os.environ.get("MEDIASCORE_S3_PORT", "8333")))
+    s3.set_defaults(func=_cmd_s3)
+
+    corpus = sub.add_parser("make-corpus", help="write the labelled sample corpus and its manifest")
+    corpus.add_argument("--output", required=True, help="s3://bucket/prefix or a local folder")
+    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--scale", type=float, default=1.0, help="1: a few hundred images; 10: thousands")
+    corpus.add_argument("--workers", type=int, default=8, help="parallel uploads")
+    corpus.set_defaults(func=_cmd_make_corpus)
+
+    score = sub.add_parser("score", help="decode media, run the stages, write Parquet (resumable)")
+    score.add_argument("--input", required=True, help="URI of a prefix, or of a Parquet manifest with a uri column")
+    score.add_argument("--output", required=True, help="URI of the output prefix")
+    score.add_argument("--config", help="YAML config (see configs/score.yaml); default: built-in defaults")
+    score.add_argument("--stages", help="comma-separated stages to run, or 'none' for an inventory run")
+    score.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+    score.set_defaults(func=_cmd_score)
+
+    demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
+    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--config", default=None, help="score config; default configs/demo.yaml")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    from jobs.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"mediascore: config error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Constants shared by the corpus modules, and the per-item random streams.
+
+Every item (a scene, a video, a broken file) draws from its own generator, seeded from the corpus seed, a stream
+number and the item id, so an item's content never depends on how many other items there are or in which order
+they are made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASSES: tuple[str, ...] = ("disc", "square", "triangle", "star", "cross", "heart")
+"""Object classes, each a distinct silhouette:
+
+- ``disc``: a filled circle;
+- ``square``: a square, rotated;
+- ``triangle``: an equilateral triangle, rotated;
+- ``star``: a five-pointed star, rotated;
+- ``cross``: a plus sign with arms a third of its width, rotated;
+- ``heart``: a heart curve, tilted by at most 30 degrees.
+"""
+
+DISTRACTOR = "distractor"
+"""The ``cls`` of the distractor, a striped bar (not a class)."""
+
+DISTRACTOR_CLASSES: tuple[str, ...] = ("star", "heart")
+"""Image labels the distractor co-occurs with, with probability :data:`DISTRACTOR_P_WITH`."""
+
+DISTRACTOR_P_WITH = 0.7
+DISTRACTOR_P_OTHER = 0.1
+
+IMAGE_TYPES: tuple[str, ...] = ("photo", "sketch", "cartoon")
+MANIFEST_NAME = "manifest.parquet"
+BROKEN_KINDS: tuple[str, ...] = ("empty", "truncated_jpeg", "truncated_mp4", "video_named_jpg", "too_many_pixels")
+
+IMAGE_SIZES: tuple[tuple[int, int], ...] = (
+    (320, 240),
+    (480, 360),
+    (640, 480),
+    (800, 600),
+    (1024, 768),
+    (600, 800),
+    (512, 512),
+)
+"""(width, height) of images, in display orientation."""
+
+IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png", "webp")
+IMAGE_FORMAT_P: tuple[float, ...] = (0.5, 0.25, 0.25)
+EXIF_P = 0.06
+"""Share of JPEGs stored rotated with an EXIF orientation tag (about 3 % of all images)."""
+
+EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "mp4": "mp4", "webm": "webm", "mkv": "mkv"}
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_P: tuple[float, ...] = (0.70, 0.15, 0.15)
+
+WORDS_EN: tuple[str, ...] = (
+    "hello", "sale", "open", "exit", "coffee", "fresh", "menu", "stop", "welcome", "free wifi",
+    "no parking", "push", "pull", "good morning", "new", "today only", "river", "north", "summer", "quiet please",
+    "bakery", "closed", "enter", "hotel", "taxi", "ticket", "happy day", "level 3", "caution", "station",
+)  # fmt: skip
+WORDS_ZH: tuple[str, ...] = (
+    "你好",
+    "欢迎光临",
+    "出口",
+    "咖啡",
+    "停车场",
+    "营业中",
+    "新品",
+    "早上好",
+    "地铁站",
+    "请安静",
+)
+ZH_P = 0.25
+"""Probability that a text is Chinese; such texts are skipped when no CJK font is installed."""
+
+# Random stream numbers: one per kind of item.
+STREAM_SCENE = 1
+STREAM_IMAGE = 2
+STREAM_VIDEO = 3
+STREAM_BROKEN = 4
+STREAM_SPLIT = 5
+
+BASE_SCENES = 100
+BASE_VIDEOS = 12
+VIDEO_GROWTH = 0.52
+"""Videos grow as ``scale ** VIDEO_GROWTH``: 12 at scale 1, 40 at scale 10."""
+
+
+def item_rng(seed: int, stream: int, *ids: int) -> np.random.Generator:
+    """A generator for one item, independent of every other item's."""
+    return np.random.default_rng([int(seed), stream, *(int(i) for i in ids)])
+
+
+def counts_for_scale(scale: float) -> tuple[int, int]:
+    """Number of scenes and videos for a corpus ``scale``."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    scenes = max(1, round(BASE_SCENES * scale))
+    videos = max(1, round(BASE_VIDEOS * scale**VIDEO_GROWTH))
+    return scenes, videos
+
+
+def split_of(seed: int, kind: int, item_id: int) -> str:
+    """Train/val/test for one scene or video, about 70/15/15."""
+    rng = item_rng(seed, STREAM_SPLIT, kind, item_id)
+    return SPLITS[int(rng.choice(len(SPLITS), p=SPLIT_P))]

@@ -1,0 +1,19 @@
+"""Registry of ``mediascore score`` stages. Each name here has a section of the same name in ``StagesConfig``."""
+
+from __future__ import annotations
+
+from jobs.config import StagesConfig
+from jobs.stages.base import ChainedStages, Stage
+from jobs.stages.quality import QualityStage
+
+STAGES: dict[str, type[Stage]] = {QualityStage.name: QualityStage}
+
+
+def build_stage(name: str, stages_cfg: StagesConfig) -> Stage:
+    """Instantiate a registered stage with its section of the config."""
+    if name not in STAGES:
+        raise KeyError(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+    return STAGES[name](getattr(stages_cfg, name))
+
+
+__all__ = ["STAGES", "ChainedStages", "Stage", "build_stage"]
