@@ -143,11 +143,27 @@ def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> I
             else:
                 interval = sampling.interval_s if sampling.policy == "interval" else 1.0 / sampling.fps
                 frames = _targets(container, stream, info, interval, sampling, keep_pixels)
-            yield from frames
+            ended_at = yield from frames
         except DecodeError:
             raise
         except Exception as exc:
             raise DecodeError("video_decode_error", f"{type(exc).__name__}: {exc}") from None
+        _check_complete(info, ended_at, sampling)
+
+
+def _check_complete(info: VideoInfo, ended_at: float | None, sampling: VideoSampling) -> None:
+    """A stream that runs dry well before the duration its header declares was cut short (a partial upload).
+
+    ``ended_at`` is the time of the last decoded frame when decoding hit the end of the stream, ``None`` when
+    sampling stopped on its own. Keyframe sampling decodes too few frames to tell, so it is not checked.
+    """
+    if ended_at is None or info.duration_s is None or sampling.policy == "keyframes":
+        return
+    slack = max(0.5, 3.0 / info.fps) if info.fps else 0.5
+    if ended_at < info.duration_s - slack:
+        raise DecodeError(
+            "video_truncated", f"the stream ends at {ended_at:.2f} s of the {info.duration_s:.2f} s its header declares"
+        )
 
 
 def _info(container, stream) -> VideoInfo:
@@ -187,15 +203,23 @@ class _Clock:
 
 
 def _every_frame(container, stream, info: VideoInfo, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
+    """Every decoded frame. Returns the last frame's time at the end of the stream, ``None`` at ``max_frames``."""
     clock = _Clock(stream, info.fps)
+    last = 0.0
     for produced, frame in enumerate(container.decode(stream)):
         if produced >= max_frames:
-            return
-        yield clock.frame(frame, keep_pixels)
+            return None
+        sample = clock.frame(frame, keep_pixels)
+        last = sample.timestamp_s
+        yield sample
+    return last
 
 
 def _targets(container, stream, info, interval: float, sampling: VideoSampling, keep_pixels: bool):
-    """The first frame at or after each target time ``k * interval``; far targets are reached by seeking."""
+    """The first frame at or after each target time ``k * interval``; far targets are reached by seeking.
+
+    Returns the last decoded frame's time when the stream ran dry, ``None`` when sampling ended on its own.
+    """
     clock = _Clock(stream, info.fps)
     tol = 0.25 / info.fps if info.fps else 0.0  # absorbs timestamps rounded to the container's time base
     frames = container.decode(stream)
@@ -204,7 +228,7 @@ def _targets(container, stream, info, interval: float, sampling: VideoSampling, 
     while produced < sampling.max_frames:
         target = k * interval
         if info.duration_s is not None and target > info.duration_s + tol:
-            return
+            return None
         if target - position > sampling.seek_threshold_s:
             offset = int(math.floor(target / stream.time_base)) + (stream.start_time or 0)
             container.seek(offset, stream=stream, backward=True, any_frame=False)
@@ -216,7 +240,7 @@ def _targets(container, stream, info, interval: float, sampling: VideoSampling, 
                 chosen = frame
                 break
         if chosen is None:
-            return
+            return position
         sample = clock.frame(chosen, keep_pixels)
         if sample.index != last_index:
             yield sample

@@ -8,6 +8,7 @@ grants one access key Admin/Read/List/Write: without one, multipart uploads are 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -185,10 +186,8 @@ def _identity() -> dict:
 
 def _reap(pid: int) -> None:
     """Collect our own child if it exited, so that it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def export_lines(state: ServerState) -> str:

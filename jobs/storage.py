@@ -13,6 +13,7 @@ first asked for in a process:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from collections.abc import Iterable, Iterator
@@ -226,10 +227,8 @@ def exists(uri: str) -> bool:
 def delete(uri: str) -> None:
     """Delete one object; a missing one is not an error."""
     fs, path = resolve(uri)
-    try:
+    with contextlib.suppress(FileNotFoundError):
         fs.delete_file(path)
-    except FileNotFoundError:
-        pass
 
 
 def ensure_bucket(uri: str) -> None:

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real SeaweedFS S3 server and one local Ray for the whole session."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from jobs.s3server import EmbeddedS3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """The embedded S3 server on a free port, with the AWS variables pointing at it (set before Ray starts, so
+    that Ray's workers inherit them)."""
+    server = EmbeddedS3(home=tmp_path_factory.mktemp("s3home"), port=_free_port())
+    state = server.up()
+    saved = {k: os.environ.get(k) for k in state.env()}
+    os.environ.update(state.env())
+    yield state
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.down()
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def corpus(s3, tmp_path_factory):
+    """A small corpus in S3: its URI and its manifest as a DataFrame."""
+    import pandas as pd
+
+    from jobs import storage
+    from jobs.corpus import MANIFEST_NAME, make_corpus
+
+    uri = "s3://test-corpus/c1"
+    make_corpus(uri, seed=7, n_scenes=6, n_videos=4, workers=4)
+    fs, path = storage.resolve(storage.join(uri, MANIFEST_NAME))
+    manifest = pd.read_parquet(path, filesystem=fs)
+    return uri, manifest
