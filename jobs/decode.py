@@ -136,9 +136,9 @@ def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> I
         info = _info(container, stream)
         yield info
         try:
-            if sampling.policy in ("all", "keyframes"):
-                if sampling.policy == "keyframes":
-                    stream.codec_context.skip_frame = "NONKEY"
+            if sampling.policy == "keyframes":
+                frames = _keyframes(container, stream, info, sampling.max_frames, keep_pixels)
+            elif sampling.policy == "all":
                 frames = _every_frame(container, stream, info, sampling.max_frames, keep_pixels)
             else:
                 interval = sampling.interval_s if sampling.policy == "interval" else 1.0 / sampling.fps
@@ -213,6 +213,21 @@ def _every_frame(container, stream, info: VideoInfo, max_frames: int, keep_pixel
         last = sample.timestamp_s
         yield sample
     return last
+
+
+def _keyframes(container, stream, info: VideoInfo, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
+    """Keyframes only: other packets never reach the decoder (a decoder-side skip is not honoured by every codec)."""
+    clock = _Clock(stream, info.fps)
+    produced = 0
+    for packet in container.demux(stream):
+        if not packet.is_keyframe and packet.size > 0:  # size 0: the final packet that flushes the decoder
+            continue
+        for frame in packet.decode():
+            if produced >= max_frames:
+                return None
+            produced += 1
+            yield clock.frame(frame, keep_pixels)
+    return None
 
 
 def _targets(container, stream, info, interval: float, sampling: VideoSampling, keep_pixels: bool):

@@ -129,8 +129,12 @@ class EmbeddedS3:
             raise
         return state
 
-    def down(self, timeout_s: float = 20.0) -> bool:
-        """Stop the server; returns whether one was running."""
+    def down(self, timeout_s: float = 3.0) -> bool:
+        """Stop the server; returns whether one was running.
+
+        ``weed`` acknowledges writes only once stored, but its graceful shutdown can hang on its own internal
+        subscriptions, so after ``timeout_s`` it is killed.
+        """
         state = self.state()
         self.state_file.unlink(missing_ok=True)
         if state is None:
@@ -148,6 +152,8 @@ class EmbeddedS3:
             _reap(state.pid)
             time.sleep(0.2)
         os.killpg(state.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(state.pid, 0)  # our own child: collect it
         return True
 
     def _wait_ready(self, state: ServerState, timeout_s: float) -> None:
