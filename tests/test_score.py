@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from jobs import storage
@@ -59,10 +60,9 @@ def test_score_writes_every_input_exactly_once_and_resumes_to_a_no_op(ray_local,
     out = "s3://test-scores/full"
     summary = run_score(corpus_uri, out, cfg, echo=lambda s: None)
     rows = _check_exactly_once(out, corpus_uri, manifest, cfg)
-    fs, path = storage.resolve(storage.join(out, "rows"))
-    import pyarrow.parquet as pq
-
-    assert pq.read_schema(fs.open_input_file(fs.get_file_info(pq.FileSelector(path))[0].path)).equals(output_schema())
+    for obj in storage.list_objects(storage.join(out, "rows")):
+        fs, path = storage.resolve(obj.uri)
+        assert pq.read_schema(path, filesystem=fs).equals(output_schema())
     good = rows[rows.error.isna()]
     for column in QualityStage.columns:
         assert good[column].notna().all(), column
