@@ -1,0 +1,133 @@
+"""The HTML report of a ``score`` output: totals, errors by reason, score distributions and a sample of frames.
+
+One self-contained file (inline SVG histograms, inline JPEG thumbnails), written beside the results.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from jobs import storage
+from jobs.config import VideoSampling
+from jobs.decode import VideoFrame, decode_image, sample_video
+from jobs.output import read_json
+
+THUMB_WIDTH = 200
+
+
+def _read_folder(output_uri: str, folder: str) -> pd.DataFrame:
+    frames = []
+    for obj in storage.list_objects(storage.join(output_uri, folder), extensions=[".parquet"]):
+        fs, path = storage.resolve(obj.uri)
+        frames.append(pd.read_parquet(path, filesystem=fs))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def histogram_svg(values: np.ndarray, title: str, bins: int = 30, width: int = 320, height: int = 140) -> str:
+    """A small SVG histogram of the finite values."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return f"<div class='hist'><b>{html.escape(title)}</b><br>no values</div>"
+    lo, hi = float(np.percentile(values, 0.5)), float(np.percentile(values, 99.5))
+    hi = hi if hi > lo else lo + 1e-9
+    counts, _ = np.histogram(np.clip(values, lo, hi), bins=bins, range=(lo, hi))
+    bar_w, top = width / bins, max(int(counts.max()), 1)
+    bars = "".join(
+        f"<rect x='{i * bar_w:.1f}' y='{height - 20 - c / top * (height - 30):.1f}' width='{bar_w - 1:.1f}' "
+        f"height='{c / top * (height - 30):.1f}' fill='#4a7fb5'/>"
+        for i, c in enumerate(counts)
+    )
+    labels = (
+        f"<text x='0' y='{height - 4}' font-size='10'>{lo:.3g}</text>"
+        f"<text x='{width}' y='{height - 4}' font-size='10' text-anchor='end'>{hi:.3g}</text>"
+    )
+    return (
+        f"<div class='hist'><b>{html.escape(title)}</b> (n={values.size}, median {np.median(values):.3g})<br>"
+        f"<svg width='{width}' height='{height}'>{bars}{labels}</svg></div>"
+    )
+
+
+def load_frame(uri: str, media_type: str, timestamp_s: float | None) -> np.ndarray:
+    """The pixels of one output row, decoded again from its source."""
+    data = storage.read_bytes(uri)
+    if media_type == "image":
+        return decode_image(data, max_pixels=10**9)[0]
+    t = float(timestamp_s or 0.0)
+    sampling = VideoSampling(policy="interval", interval_s=max(t, 1e-3), max_frames=2, seek_threshold_s=0.0)
+    frames = [f for f in sample_video(io.BytesIO(data), sampling) if isinstance(f, VideoFrame)]
+    return frames[-1].pixels if t > 0 else frames[0].pixels
+
+
+def _thumb(pixels: np.ndarray) -> str:
+    img = Image.fromarray(pixels)
+    img.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 2))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _gallery(rows: pd.DataFrame, n: int, seed: int = 0) -> str:
+    ok = rows[rows.error.isna()]
+    if ok.empty:
+        return "<p>no rows</p>"
+    picked = ok.sample(min(n, len(ok)), random_state=seed).sort_values(["source_uri", "frame_index"])
+    cells = []
+    for r in picked.itertuples():
+        try:
+            img = f"<img src='data:image/jpeg;base64,{_thumb(load_frame(r.source_uri, r.media_type, r.timestamp_s))}'>"
+        except Exception as exc:  # the report must not fail on one unreadable source
+            img = f"<i>cannot show: {html.escape(str(exc))}</i>"
+        stats = " ".join(
+            f"{c.removeprefix('quality_')}={getattr(r, c):.3g}"
+            for c in rows.columns
+            if c.startswith("quality_") and isinstance(getattr(r, c), float) and math.isfinite(getattr(r, c))
+        )
+        name = html.escape(r.source_uri.rsplit("/", 1)[-1])
+        where = f"frame {r.frame_index} @ {r.timestamp_s:.2f}s" if r.media_type == "video" else "image"
+        cells.append(f"<figure>{img}<figcaption><b>{name}</b> {where}<br><small>{stats}</small></figcaption></figure>")
+    return "<div class='gallery'>" + "".join(cells) + "</div>"
+
+
+def _table(data: dict) -> str:
+    body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in data.items())
+    return f"<table>{body}</table>"
+
+
+def build_report(output_uri: str, samples: int = 12) -> str:
+    """The report of ``output_uri`` as an HTML string."""
+    manifest = read_json(storage.join(output_uri, "_manifest.json")) or {}
+    summary = manifest.get("summary", {})
+    rows, dead = _read_folder(output_uri, "rows"), _read_folder(output_uri, "dead_letter")
+    errors = summary.pop("errors_by_reason", {})
+    summary.pop("locations", None)
+    quality = [c for c in rows.columns if c.startswith("quality_")]
+    hists = "".join(histogram_svg(rows[c].to_numpy(dtype=float), c) for c in quality if rows[c].notna().any())
+    dead_rows = "".join(
+        f"<tr><td>{html.escape(r.source_uri)}</td><td>{html.escape(r.error_code)}</td><td>{html.escape(r.error)}</td></tr>"
+        for r in dead.head(100).itertuples()
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>mediascore report</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;
+padding:3px 8px;text-align:left;font-size:13px}} .hist{{display:inline-block;margin:8px}} .gallery{{display:flex;
+flex-wrap:wrap}} figure{{width:{THUMB_WIDTH}px;margin:6px;font-size:11px}}</style></head><body>
+<h1>mediascore score report</h1><p>{html.escape(output_uri)}</p>
+<h2>Summary</h2>{_table(summary)}
+<h2>Errors by reason</h2>{_table(errors) if errors else "<p>none</p>"}
+<h2>Score distributions</h2>{hists or "<p>no stage values (inventory run)</p>"}
+<h2>Sample of rows</h2>{_gallery(rows, samples) if not rows.empty else "<p>no rows</p>"}
+<h2>Dead letter ({len(dead)})</h2><table><tr><th>source</th><th>reason</th><th>error</th></tr>{dead_rows}</table>
+</body></html>"""
+
+
+def write_report(output_uri: str, samples: int = 12) -> str:
+    """Write ``report.html`` under the output; returns its URI."""
+    uri = storage.join(output_uri, "report.html")
+    storage.write_bytes(uri, build_report(output_uri, samples).encode())
+    return uri

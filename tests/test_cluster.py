@@ -1,0 +1,40 @@
+"""cluster.yaml against the Ray cluster launcher's own schema, and the cluster config against its node types."""
+
+import copy
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.commands import prepare_config
+from ray.autoscaler._private.util import validate_config
+
+from jobs.config import load_config
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with open("cluster.yaml") as f:
+        return yaml.safe_load(f)
+
+
+def test_the_launcher_accepts_cluster_yaml(cluster):
+    validate_config(prepare_config(copy.deepcopy(cluster)))
+    nodes = cluster["available_node_types"]
+    assert nodes[cluster["head_node_type"]]["resources"].get("GPU", 0) == 0
+    assert any(n["resources"].get("GPU", 0) >= 1 for n in nodes.values())
+    assert cluster["file_mounts"] == {"~/mediascore": "."}  # the project travels to every node
+
+
+def test_the_schema_check_is_real(cluster):
+    bad = copy.deepcopy(cluster)
+    bad["available_node_types"]["head"]["cpus"] = 4
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(bad))
+
+
+def test_cluster_config_fits_the_node_types(cluster):
+    cfg = load_config("configs/cluster.yaml")
+    biggest_cpu = max(n["resources"].get("CPU", 0) for n in cluster["available_node_types"].values())
+    for name in cfg.stages.run:
+        assert getattr(cfg.stages, name).resources.num_cpus <= biggest_cpu
+    assert cfg.decode.resources.num_cpus <= biggest_cpu
