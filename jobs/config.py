@@ -90,12 +90,16 @@ class StagesConfig(StrictModel):
     """The stages to run, in order, and one section per stage."""
 
     run: list[str] = ["quality"]
-    chain: bool = Field(False, description="run all stages inside one actor pool (small machines)")
+    fuse: Literal["none", "stages", "decode"] = Field(
+        "none",
+        description="none: one actor pool per stage; stages: all stages in one pool; decode: the stages run inside "
+        "the decode actors, so no pixels cross the object store (small machines, CPU-only stages)",
+    )
     quality: QualityConfig = QualityConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:
-        known = [name for name in type(self).model_fields if name not in ("run", "chain")]
+        known = [name for name in type(self).model_fields if name not in ("run", "fuse")]
         for name in self.run:
             if name not in known:
                 raise ValueError(f"unknown stage {name!r} in stages.run; known stages: {', '.join(known)}")

@@ -111,14 +111,31 @@ def _pool(res: Resources) -> dict:
 
 
 class _StageActor:
-    """Builds one stage (or a chain) inside the actor, so only configs travel to it."""
+    """Builds a group of stages inside the actor, so only configs travel to it. The last group drops the pixels:
+    the writer does not need them, and they are the bulk of every batch."""
 
-    def __init__(self, names: list[str], cfg: ScoreConfig):
+    def __init__(self, names: list[str], cfg: ScoreConfig, last: bool):
         stages = [build_stage(name, cfg.stages) for name in names]
         self.fn = stages[0] if len(stages) == 1 else ChainedStages(stages)
+        self.last = last
 
     def __call__(self, batch):
-        return self.fn(batch)
+        batch = self.fn(batch)
+        if self.last:
+            batch.pop("pixels", None)
+        return batch
+
+
+class _DecodeAndStages:
+    """Decode and every stage in one actor (``stages.fuse: decode``): pixels never leave the process."""
+
+    def __init__(self, cfg: ScoreConfig, names: list[str]):
+        self.decoder = Decoder(cfg.decode, keep_pixels=True)
+        self.stages = _StageActor(names, cfg, last=True)
+
+    def __call__(self, batch):
+        for block in self.decoder(batch):
+            yield self.stages(block)
 
 
 def _chain_resources(cfg: ScoreConfig, names: list[str]) -> Resources:
@@ -142,11 +159,14 @@ def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: S
     ]
     blocks = max(1, min(MAX_INPUT_BLOCKS, math.ceil(len(items) / cfg.decode.resources.batch_size)))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map_batches(Decoder, fn_constructor_args=(cfg.decode, bool(stages)), **_pool(cfg.decode.resources))
-    groups = [stages] if cfg.stages.chain and stages else [[name] for name in stages]
-    for group in groups:
-        res = _chain_resources(cfg, group)
-        ds = ds.map_batches(_StageActor, fn_constructor_args=(group, cfg), **_pool(res))
+    if stages and cfg.stages.fuse == "decode":
+        ds = ds.map_batches(_DecodeAndStages, fn_constructor_args=(cfg, stages), **_pool(cfg.decode.resources))
+    else:
+        ds = ds.map_batches(Decoder, fn_constructor_args=(cfg.decode, bool(stages)), **_pool(cfg.decode.resources))
+        groups = [stages] if cfg.stages.fuse == "stages" and stages else [[name] for name in stages]
+        for i, group in enumerate(groups):
+            res, last = _chain_resources(cfg, group), i == len(groups) - 1
+            ds = ds.map_batches(_StageActor, fn_constructor_args=(group, cfg, last), **_pool(res))
     writer = Resources(
         num_cpus=cfg.output.num_cpus, batch_size=cfg.output.rows_per_file, concurrency=cfg.output.concurrency
     )

@@ -1,0 +1,253 @@
+"""Ingestion benchmark: sampled decode vs full decode, ``score`` vs a plain loop, and memory at 1x vs 4x.
+
+Runs against its own embedded S3 server and corpus. Every figure is a ratio against a baseline run in the same
+process, so runs on different machines compare. The last line is one JSON object:
+``sampled_vs_full_decode``, ``score_vs_plain_loop``, ``peak_mem_ratio_4x`` and the raw numbers behind them.
+
+    python bench/ingest.py [--scale 1.0] [--video-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import socket
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from jobs import storage
+from jobs.config import VideoSampling, load_config
+from jobs.decode import VideoFrame, sample_video
+from jobs.ingest import Decoder, list_inputs
+from jobs.output import Writer
+from jobs.s3server import EmbeddedS3
+from jobs.stages.quality import QualityStage
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def make_video(seconds: int, fps: int = 25, gop: int = 50, size: tuple[int, int] = (640, 360)) -> bytes:
+    """An H.264 MP4 with moving content (so that frames differ and decoding costs what it costs)."""
+    import av
+
+    width, height = size
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"g": str(gop), "x264-params": "scenecut=0", "preset": "veryfast"}
+        yy, xx = np.mgrid[0:height, 0:width]
+        for i in range(seconds * fps):
+            img = np.stack([(xx + 4 * i) % 256, (yy + 2 * i) % 256, (xx + yy + i) % 256], axis=-1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def full_decode_then_sample(data: bytes, interval_s: float) -> list[int]:
+    """The baseline: decode and convert every frame, keep the first at or after each target."""
+    import av
+
+    kept, next_target = [], 0.0
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for frame in container.decode(stream):
+            pixels = frame.to_ndarray(format="rgb24")
+            t = float(frame.pts * stream.time_base)
+            if t + 1e-3 >= next_target:
+                kept.append(pixels.shape[0])
+                next_target += interval_s
+    return kept
+
+
+def _time(fn, repeats: int = 2) -> tuple[float, object]:
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def bench_decode(seconds: int) -> dict:
+    data = make_video(seconds)
+    out = {}
+    for name, sampling in {
+        "interval_1s": VideoSampling(policy="interval", interval_s=1.0),
+        "interval_5s": VideoSampling(policy="interval", interval_s=5.0),
+        "keyframes": VideoSampling(policy="keyframes", max_frames=10_000),
+    }.items():
+        sampled_s, frames = _time(
+            lambda s=sampling: [f for f in sample_video(io.BytesIO(data), s) if isinstance(f, VideoFrame)]
+        )
+        interval = sampling.interval_s if sampling.policy == "interval" else 2.0
+        full_s, kept = _time(lambda i=interval: full_decode_then_sample(data, i))
+        out[name] = {
+            "frames": len(frames),
+            "sampled_fps": round(len(frames) / sampled_s, 2),
+            "full_fps": round(len(kept) / full_s, 2),
+            "ratio": round((len(frames) / sampled_s) / (len(kept) / full_s), 2),
+        }
+        print(f"[decode] {name}: {out[name]}")
+    return out
+
+
+def plain_loop(corpus: str, out: str, cfg) -> int:
+    """The same work as ``score`` in one process: list, read, decode, quality statistics, write Parquet."""
+    listing = list_inputs(corpus, cfg.listing)
+    decoder, stage, writer = Decoder(cfg.decode), QualityStage(cfg.stages.quality), Writer(out)
+    rows = 0
+    step = cfg.output.rows_per_file
+    pending: list[dict] = []
+    for m in listing.media:
+        batch = {
+            "uri": np.array([m.uri]),
+            "size": np.array([m.size]),
+            "kind": np.array([m.kind]),
+            "skip": np.array([""]),
+        }
+        for block in decoder(batch):
+            pending.append(stage(block))
+            rows += len(block["source_uri"])
+        if sum(len(b["source_uri"]) for b in pending) >= step:
+            writer(_concat(pending))
+            pending = []
+    if pending:
+        writer(_concat(pending))
+    return rows
+
+
+def _concat(blocks: list[dict]) -> dict:
+    merged = {}
+    for key in blocks[0]:
+        if blocks[0][key].dtype == object:
+            merged[key] = np.empty(sum(len(b[key]) for b in blocks), dtype=object)
+            merged[key][:] = [v for b in blocks for v in b[key]]
+        else:
+            merged[key] = np.concatenate([b[key] for b in blocks])
+    return merged
+
+
+class PeakMemory:
+    """Samples the proportional set size of this process and all its descendants (the local Ray) together."""
+
+    def __init__(self, interval_s: float = 0.25):
+        self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    info = proc.memory_full_info()
+                    total += getattr(info, "pss", info.rss)
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _score(corpus: str, out: str, cfg) -> tuple[float, object]:
+    """``score`` in a fresh local Ray; returns seconds without Ray's own start-up (its actors' start-up counts),
+    and the summary."""
+    import ray
+
+    from jobs.score import init_ray, run_score
+
+    init_ray(cfg.ray, None)
+    try:
+        start = time.perf_counter()
+        summary = run_score(corpus, out, cfg, echo=lambda line: None)
+        return time.perf_counter() - start, summary
+    finally:
+        ray.shutdown()
+
+
+def replicate(corpus: str, target: str, copies: int) -> None:
+    """``copies`` server-side copies of the corpus's media under ``target``."""
+    client = storage.s3_client()
+    src_bucket, _ = storage.split_s3(corpus)
+    for i in range(copies):
+        for obj in storage.list_objects(corpus):
+            _, key = storage.split_s3(obj.uri)
+            dst_bucket, dst_key = storage.split_s3(storage.join(target, f"copy{i}", obj.uri[len(corpus) + 1 :]))
+            client.copy_object(Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": key})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="corpus scale (1: ~300 images, 12 videos)")
+    parser.add_argument("--video-seconds", type=int, default=60)
+    args = parser.parse_args()
+
+    results: dict = {"decode": bench_decode(args.video_seconds)}
+    with tempfile.TemporaryDirectory() as home, socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        server = EmbeddedS3(home=Path(home), port=port)
+        os.environ.update(server.up().env())
+        try:
+            from jobs.corpus import make_corpus
+
+            corpus = "s3://bench/corpus"
+            make_corpus(corpus, seed=0, scale=args.scale)
+            cfg = load_config(DEMO_CONFIG)
+            replicate(corpus, "s3://bench/x4", 4)
+            one, four = "s3://bench/x4/copy0", "s3://bench/x4"
+            loop_s, loop_rows = _time(lambda: plain_loop(one, "s3://bench/plain", cfg), repeats=1)
+            runs = {}
+            for name, uri in (("1x", one), ("4x", four)):
+                with PeakMemory() as mem:
+                    seconds, summary = _score(uri, f"s3://bench/score-{name}", cfg)
+                runs[name] = {
+                    "rows": summary.rows_written, "images": summary.images, "score_s": round(seconds, 2),
+                    "rows_per_s": round(summary.rows_written / seconds, 2), "peak_mb": round(mem.peak / 2**20, 1),
+                }  # fmt: skip
+                print(f"[score] {name}: {runs[name]}")
+            runs["plain_loop_1x"] = {
+                "rows": loop_rows,
+                "s": round(loop_s, 2),
+                "rows_per_s": round(loop_rows / loop_s, 2),
+            }
+            print(f"[score] plain loop 1x: {runs['plain_loop_1x']}")
+            results["score"] = runs
+        finally:
+            server.down()
+    runs = results["score"]
+    figures = {
+        "sampled_vs_full_decode": results["decode"]["interval_1s"]["ratio"],
+        "score_vs_plain_loop": round(runs["4x"]["rows_per_s"] / runs["plain_loop_1x"]["rows_per_s"], 2),
+        "score_vs_plain_loop_1x": round(runs["1x"]["rows_per_s"] / runs["plain_loop_1x"]["rows_per_s"], 2),
+        "peak_mem_ratio_4x": round(runs["4x"]["peak_mb"] / runs["1x"]["peak_mb"], 3),
+        **results,
+    }
+    print(json.dumps(figures, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()
