@@ -120,7 +120,7 @@ def plain_loop(corpus: str, out: str, cfg) -> int:
         }
         for block in decoder(batch):
             pending.append(stage(block))
-            rows += len(block["source_uri"])
+            rows += int((~block["_dead"]).sum())  # rows written, as score counts them
         if sum(len(b["source_uri"]) for b in pending) >= step:
             writer(_concat(pending))
             pending = []
@@ -219,7 +219,7 @@ def main() -> None:
             cfg = load_config(DEMO_CONFIG)
             replicate(corpus, "s3://bench/x4", 4)
             one, four = "s3://bench/x4/copy0", "s3://bench/x4"
-            loop_s, loop_rows = _time(lambda: plain_loop(one, "s3://bench/plain", cfg), repeats=1)
+            loop_s, loop_rows = _time(lambda: plain_loop(four, "s3://bench/plain", cfg), repeats=1)
             runs = {}
             for name, uri in (("1x", one), ("4x", four)):
                 with PeakMemory() as mem:
@@ -229,20 +229,19 @@ def main() -> None:
                     "rows_per_s": round(summary.rows_written / seconds, 2), "peak_mb": round(mem.peak / 2**20, 1),
                 }  # fmt: skip
                 print(f"[score] {name}: {runs[name]}")
-            runs["plain_loop_1x"] = {
+            runs["plain_loop_4x"] = {
                 "rows": loop_rows,
                 "s": round(loop_s, 2),
                 "rows_per_s": round(loop_rows / loop_s, 2),
             }
-            print(f"[score] plain loop 1x: {runs['plain_loop_1x']}")
+            print(f"[score] plain loop 4x: {runs['plain_loop_4x']}")
             results["score"] = runs
         finally:
             server.down()
     runs = results["score"]
     figures = {
         "sampled_vs_full_decode": results["decode"]["interval_1s"]["ratio"],
-        "score_vs_plain_loop": round(runs["4x"]["rows_per_s"] / runs["plain_loop_1x"]["rows_per_s"], 2),
-        "score_vs_plain_loop_1x": round(runs["1x"]["rows_per_s"] / runs["plain_loop_1x"]["rows_per_s"], 2),
+        "score_vs_plain_loop": round(runs["4x"]["rows_per_s"] / runs["plain_loop_4x"]["rows_per_s"], 2),
         "peak_mem_ratio_4x": round(runs["4x"]["peak_mb"] / runs["1x"]["peak_mb"], 3),
         **results,
     }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 
 
@@ -72,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s3 = sub.add_parser("s3", help="run the embedded S3 object store (SeaweedFS) on 127.0.0.1")
     s3.add_argument("action", choices=["up", "down", "status"])
-    s3.add_argument("--port", type=int, default=int(os.environ.get("MEDIASCORE_S3_PORT", "8333")))
+    s3.add_argument("--port", type=int, default=None, help="S3 port (default: $MEDIASCORE_S3_PORT, else 8333)")
     s3.set_defaults(func=_cmd_s3)
 
     corpus = sub.add_parser("make-corpus", help="write the labelled sample corpus and its manifest")

@@ -19,8 +19,11 @@ def _corpus(uri: str, seed: int, scale: float) -> None:
     from jobs.corpus import make_corpus
 
     meta = read_json(storage.join(uri, "meta.json"))
-    if meta and meta.get("seed") == seed and meta.get("scale") == scale and storage.exists(
-        storage.join(uri, "manifest.parquet")
+    if (
+        meta
+        and meta.get("seed") == seed
+        and meta.get("scale") == scale
+        and storage.exists(storage.join(uri, "manifest.parquet"))
     ):
         print(f"[demo] corpus already in {uri} (seed {seed}, scale {scale})")
         return
@@ -52,7 +55,7 @@ def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> No
     print(f"\n[demo] done in {time.monotonic() - started:.0f} s. To read the results:")
     print(export_lines(state))
     print(
-        "python -c \"import pyarrow.parquet as pq; from jobs import storage; "
+        'python -c "import pyarrow.parquet as pq; from jobs import storage; '
         f"fs, path = storage.resolve('{output}/rows'); print(pq.read_table(path, filesystem=fs).to_pandas())\""
     )
     print("mediascore s3 down   # stops the object store; its data stays in .mediascore/s3")

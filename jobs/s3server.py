@@ -75,12 +75,12 @@ class EmbeddedS3:
 
     Args:
         home: folder for data, logs and state.
-        port: the S3 port on 127.0.0.1.
+        port: the S3 port on 127.0.0.1 (default ``MEDIASCORE_S3_PORT``, else 8333).
     """
 
-    def __init__(self, home: Path | None = None, port: int = DEFAULT_PORT):
+    def __init__(self, home: Path | None = None, port: int | None = None):
         self.dir = (home or default_home()) / "s3"
-        self.port = port
+        self.port = port or int(os.environ.get("MEDIASCORE_S3_PORT", DEFAULT_PORT))
         self.state_file = self.dir / "state.json"
 
     def state(self) -> ServerState | None:

@@ -126,7 +126,7 @@ def test_keyframes_all_and_max_frames(videos):
 
 
 def test_a_video_cut_short_yields_its_frames_then_a_truncation_error(videos):
-    row, data = next((r, d) for r, d in videos if r.format in ("mkv", "webm"))
+    _row, data = next((r, d) for r, d in videos if r.format in ("mkv", "webm"))
     frames = []
     with pytest.raises(DecodeError) as err:
         for item in sample_video(io.BytesIO(data[: int(len(data) * 0.6)]), VideoSampling(policy="interval")):

@@ -100,7 +100,9 @@ def test_inventory_mode_keeps_sizes_but_no_pixels(corpus, keep):
     _, manifest = corpus
     image = manifest[(manifest.media_type == "image") & manifest.broken.isna()].iloc[0]
     video = manifest[(manifest.media_type == "video") & manifest.broken.isna()].iloc[0]
-    rows = _rows(Decoder(DecodeConfig(), keep_pixels=keep), _batch([(image.uri, -1, "image"), (video.uri, -1, "video")]))
+    rows = _rows(
+        Decoder(DecodeConfig(), keep_pixels=keep), _batch([(image.uri, -1, "image"), (video.uri, -1, "video")])
+    )
     assert ("pixels" in rows[0]) == keep
     assert (rows[0]["width"], rows[0]["height"]) == (image.width, image.height)
     assert (rows[-1]["width"], rows[-1]["height"]) == (video.width, video.height)

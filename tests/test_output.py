@@ -41,7 +41,9 @@ def test_names_derive_from_the_keys_not_their_order():
 
 def test_writer_splits_rows_and_dead_letters_with_nulls_and_commits(tmp_path):
     out = str(tmp_path)
-    batch = _batch([("v1", 0, False, False, None), ("v1", 1, True, False, None), ("bad", 0, True, True, "empty_object")])
+    batch = _batch(
+        [("v1", 0, False, False, None), ("v1", 1, True, False, None), ("bad", 0, True, True, "empty_object")]
+    )
     summary = Writer(out)(batch)
     name = str(summary["file"][0])
     rows = pq.read_table(tmp_path / "rows" / f"{name}.parquet")

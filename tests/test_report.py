@@ -17,7 +17,7 @@ def test_histogram_draws_one_bar_per_bin():
 
 
 def test_report_shows_totals_distributions_frames_and_dead_letters(corpus, tmp_path):
-    corpus_uri, manifest = corpus
+    corpus_uri, _manifest = corpus
     out = str(tmp_path / "out")
     listing = list_inputs(corpus_uri, ListingConfig())
     broken = [m for m in listing.media if "/broken/" in m.uri]

@@ -14,7 +14,12 @@ def test_s3_settings_come_from_the_standard_variables(monkeypatch):
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "9")
     settings = storage.S3Settings.from_env()
     assert settings.endpoint_url == "http://127.0.0.1:2"  # the S3-specific variable wins
-    assert (settings.access_key, settings.secret_key, settings.region, settings.max_attempts) == ("k", "s", "eu-west-3", 9)
+    assert (settings.access_key, settings.secret_key, settings.region, settings.max_attempts) == (
+        "k",
+        "s",
+        "eu-west-3",
+        9,
+    )
 
 
 def test_resolve_local_and_s3(s3, tmp_path):

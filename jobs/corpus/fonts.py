@@ -87,7 +87,7 @@ def font(lang: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def text_bbox(text: str, lang: str, size: int) -> tuple[int, int, int, int]:
-    """Ink box of ``text`` drawn at the origin with anchor ``la``: (left, top, right, bottom), right/bottom exclusive."""
+    """Ink box (left, top, right, bottom; the last two exclusive) of ``text`` drawn at the origin, anchor ``la``."""
     f = font(lang, size)
     with FONT_LOCK:
         left, top, right, bottom = f.getbbox(text)

@@ -67,7 +67,7 @@ def _shading(obj: SceneObject, region: shapes.Box) -> np.ndarray:
 
 
 def draw_photo_object(image: np.ndarray, obj: SceneObject) -> None:
-    """Draw one shaded object with a drop shadow into float32 (H, W, 3) ``image`` in place."""
+    """Draw one shaded object with a drop shadow into uint8 (H, W, 3) ``image`` in place."""
     height, width = image.shape[:2]
     poly = obj.polygon()
     offset = max(2, int(round(obj.radius * 0.08)))
@@ -76,11 +76,12 @@ def draw_photo_object(image: np.ndarray, obj: SceneObject) -> None:
     x0, y0, x1, y1 = region
     local = image[y0:y1, x0:x1]
     shadow = cv2.GaussianBlur(_local_mask(poly, region, (offset, offset)).astype(np.float32), (0, 0), blur)
-    local *= (1.0 - SHADOW_STRENGTH * shadow)[..., None]
+    shadow *= SHADOW_STRENGTH
+    local[:] = cv2.blendLinear(local, np.zeros_like(local), 1.0 - shadow, shadow)
     inside = _local_mask(poly, region).astype(np.float32)
-    alpha = (inside * cv2.GaussianBlur(inside, (0, 0), 0.8))[..., None]
-    layer = _base_colours(obj, region) * _shading(obj, region)[..., None]
-    local[:] = local * (1.0 - alpha) + np.clip(layer, 0, 255) * alpha
+    alpha = inside * cv2.GaussianBlur(inside, (0, 0), 0.8)
+    layer = np.clip(_base_colours(obj, region) * _shading(obj, region)[..., None] + 0.5, 0, 255).astype(np.uint8)
+    local[:] = cv2.blendLinear(local, layer, 1.0 - alpha, alpha)
 
 
 def _inner_outline(poly: np.ndarray, region: shapes.Box, thickness: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,13 +148,11 @@ def compose(
     """Draw objects (back to front in ``order``) and texts over ``background`` in one image type; (H, W, 3) uint8."""
     height, width = background.shape[:2]
     thickness = line_width(width, height)
-    if image_type == "photo":
-        canvas = background.astype(np.float32)
-        for i in order:
-            draw_photo_object(canvas, objects[i])
-        image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
-        return draw_texts(image, texts, None, antialias=True)
     image = background.copy()
+    if image_type == "photo":
+        for i in order:
+            draw_photo_object(image, objects[i])
+        return draw_texts(image, texts, None, antialias=True)
     paper = tuple(int(v) for v in background[0, 0])
     for i in order:
         if image_type == "sketch":

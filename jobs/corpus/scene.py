@@ -2,7 +2,8 @@
 
 How labels are made: a scene holds one to three class objects and sometimes a distractor, each placed at a known
 centre, radius and angle. The first object is the primary one: its silhouette area is at least 1/0.6 times that of
-any other object's, it is drawn on top of the other class objects, and its class is the image label. The boxes
+any other object's, it is drawn on top of the other class objects, and its class is the image label. Labels cycle
+through :data:`CLASSES` with the scene id (offset by the seed), so every class has an equal share. The boxes
 are the tight boxes of the drawn polygons, and the instance mask is those same polygons filled in drawing order, so
 mask pixels of instance k always lie inside box k. The distractor (a striped bar) overlaps no other object; it
 comes with :data:`DISTRACTOR_CLASSES` labels with probability 0.7 and with any other label with probability 0.1.
@@ -172,10 +173,10 @@ def make_object(rng: np.random.Generator, cls: str, radius: float, centre: tuple
     return SceneObject(cls, *centre, radius, angle, colour, colour2, seed, distractor=cls == DISTRACTOR)
 
 
-def sample_objects(rng: np.random.Generator, region: shapes.Box, short: int) -> list[SceneObject]:
-    """One to three class objects inside ``region``, the first (primary) one the largest; then maybe a distractor."""
+def sample_objects(rng: np.random.Generator, label: str, region: shapes.Box, short: int) -> list[SceneObject]:
+    """The primary object of class ``label`` and up to two smaller ones inside ``region``; then maybe a distractor."""
     n = int(rng.integers(1, 4))
-    classes = [CLASSES[int(i)] for i in rng.integers(len(CLASSES), size=n)]
+    classes = [label, *(CLASSES[int(i)] for i in rng.integers(len(CLASSES), size=n - 1))]
     radius = rng.uniform(0.2, 0.45) * short / 2
     primary_area = shape_area(classes[0], radius)
     radii = [radius]
@@ -245,7 +246,8 @@ def sample_scene(seed: int, scene_id: int, cjk: bool | None = None) -> Scene:
     rng = item_rng(seed, STREAM_SCENE, scene_id)
     w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
     background = sample_background(rng)
-    objects = sample_objects(rng, (0, 0, w, h), min(w, h))
+    label = CLASSES[(scene_id + seed) % len(CLASSES)]  # labels cycle, so every class has its share
+    objects = sample_objects(rng, label, (0, 0, w, h), min(w, h))
     texts = sample_texts(rng, (w, h), [o.box() for o in objects], cjk)
     ink = INK[int(rng.integers(len(INK)))]
     noise = float(rng.uniform(2.0, 6.0))
