@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -58,4 +59,4 @@ def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> No
         'python -c "import pyarrow.parquet as pq; from jobs import storage; '
         f"fs, path = storage.resolve('{output}/rows'); print(pq.read_table(path, filesystem=fs).to_pandas())\""
     )
-    print("mediascore s3 down   # stops the object store; its data stays in .mediascore/s3")
+    print("make s3-down   # stops the object store; its data stays in .mediascore/s3")

@@ -1,0 +1,25 @@
+import os
+import socket
+import subprocess
+import sys
+
+
+def test_demo_runs_end_to_end_on_its_own_store(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "MEDIASCORE_HOME": str(tmp_path), "MEDIASCORE_S3_PORT": str(port)}
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
+        env.pop(key, None)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "demo", "--scale", "0.2"], env=env, capture_output=True, text=True,
+            timeout=600,
+        )  # fmt: skip
+    finally:
+        subprocess.run([sys.executable, "-m", "jobs.cli", "s3", "down"], env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for expected in ("rows written", "dead letter", "errors by reason", "image_truncated=1", "report"):
+        assert expected in out, expected
+    assert list((tmp_path / "reports").glob("*.html"))
