@@ -102,11 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     from jobs.config import ConfigError
+    from jobs.score import OutputConflict
 
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"mediascore: config error: {exc}", file=sys.stderr)
+        return 2
+    except (OutputConflict, FileNotFoundError) as exc:
+        print(f"mediascore: {exc}", file=sys.stderr)
         return 2
 
 

@@ -127,6 +127,11 @@ class Decoder:
     def _frames(self, uri: str, kind: str, base: dict) -> Iterator[dict]:
         fs, path = storage.resolve(uri)
         try:
+            if base["source_size"] < 0:  # listed from a manifest: size unknown
+                info = fs.get_file_info(path)
+                if info.size is None:
+                    raise FileNotFoundError(uri)
+                base["source_size"] = info.size
             if kind == "video" and base["source_size"] > IN_MEMORY_VIDEO_BYTES:
                 handle = fs.open_input_file(path)
                 head = handle.read_at(64, 0)

@@ -11,6 +11,7 @@ import collections
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -78,22 +79,32 @@ def fingerprint(cfg: ScoreConfig, stages: list[str]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_MAX_ATTEMPTS",
+)  # fmt: skip
+
+
 def init_ray(cfg: RayConfig, address: str | None) -> bool:
-    """Connect to ``address`` (or the config's), else start a local Ray. Returns whether this call started it."""
+    """Connect to a cluster, else start a private local Ray. Returns whether this call started or joined one.
+
+    The cluster is ``address``, else the config's, else ``RAY_ADDRESS`` (set for drivers of ``ray job submit``).
+    Without any, a new local Ray starts even if another runs on this machine. A local Ray's workers inherit this
+    process's environment; a cluster's do not, so the ``AWS_*`` variables set here travel to them in the job's
+    runtime environment.
+    """
     import logging
 
     import ray
 
     if ray.is_initialized():
         return False
-    address = address or cfg.address
-    ray.init(
-        address=address,
-        num_cpus=None if address else cfg.num_cpus,
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        log_to_driver=True,
-    )
+    address = address or cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        env = {key: os.environ[key] for key in AWS_VARIABLES if key in os.environ}
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, logging_level=logging.WARNING)
+    else:
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
 
 
@@ -211,13 +222,15 @@ def run_score(
     started = time.monotonic()
     stages = list(cfg.stages.run if stages is None else stages)
     job = {"input": input_uri, "stages": stages, "fingerprint": fingerprint(cfg, stages)}
+    listing = list_inputs(input_uri, cfg.listing)
+    if not listing.media and not listing.skipped:
+        raise FileNotFoundError(f"nothing to score: no objects under {input_uri}")
     storage.ensure_bucket(output_uri)
     _check_job(output_uri, job)
     write_json(storage.join(output_uri, "_job.json"), {**job, "config": cfg.model_dump(mode="json")})
     state = load_state(output_uri)
     removed = remove_orphans(output_uri, state.names)
     done, partial = state.complete_sources()
-    listing = list_inputs(input_uri, cfg.listing)
     todo = [m for m in listing.media if m.uri not in done]
     echo(
         f"[score] {len(listing.media)} media objects ({listing.skipped} non-media skipped), "

@@ -34,6 +34,13 @@ def test_an_unknown_stage_is_a_config_error_naming_it(tmp_path):
     assert "nope" in result.stderr and "stages" in result.stderr
 
 
+def test_an_empty_input_is_an_error_not_an_empty_run(tmp_path):
+    (tmp_path / "in").mkdir()
+    result = _run("score", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and "nothing to score" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("argv", [["score", "--input", "x"], ["s3", "sideways"], ["make-corpus"]])
 def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit):

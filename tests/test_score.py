@@ -2,9 +2,11 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -138,3 +140,37 @@ def test_resume_after_the_job_is_killed_gives_exactly_once(ray_local, corpus, tm
     rows = _check_exactly_once(out, corpus_uri, manifest, cfg)
     videos = manifest[(manifest.media_type == "video") & manifest.broken.isna()]
     assert len(rows[rows.media_type == "video"]) == int(np.sum(videos.num_frames))
+
+
+def test_score_on_an_existing_cluster_hands_the_s3_settings_to_its_workers(corpus, tmp_path):
+    """The cluster is started without any AWS variable: its workers can read S3 only through the job's runtime
+    environment."""
+    corpus_uri, manifest = corpus
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    no_token = {"RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on loopback
+    bare = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **no_token}
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", "--block"],
+        env=bare, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    out = "s3://test-scores/on-cluster"
+    try:
+        deadline = time.monotonic() + 60
+        status = [ray_cli, "status", f"--address=127.0.0.1:{port}"]
+        while subprocess.run(status, env=bare, capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the cluster did not come up"
+            time.sleep(1)
+        result = subprocess.run(
+            [sys.executable, "-m", "jobs.cli", "score", "--input", corpus_uri, "--output", out, "--address",
+             f"127.0.0.1:{port}", "--config", "configs/demo.yaml"],
+            env={**os.environ, **no_token}, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    finally:
+        os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_exactly_once(out, corpus_uri, manifest, load_config("configs/demo.yaml"))
