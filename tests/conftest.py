@@ -16,6 +16,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    return _free_port()
+
+
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory):
     """The embedded S3 server on a free port, with the AWS variables pointing at it (set before Ray starts, so

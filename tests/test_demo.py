@@ -1,13 +1,10 @@
 import os
-import socket
 import subprocess
 import sys
 
 
-def test_demo_runs_end_to_end_on_its_own_store(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_demo_runs_end_to_end_on_its_own_store(tmp_path, free_port):
+    port = free_port
     env = {**os.environ, "MEDIASCORE_HOME": str(tmp_path), "MEDIASCORE_S3_PORT": str(port)}
     for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION"):
         env.pop(key, None)

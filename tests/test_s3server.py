@@ -1,15 +1,11 @@
-import socket
-
 import boto3
 
 from jobs.s3server import EmbeddedS3
 
 
-def test_up_is_idempotent_and_status_reports_the_server(s3, tmp_path):
+def test_up_is_idempotent_and_status_reports_the_server(s3, tmp_path, free_port):
     home = tmp_path / "home"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     server = EmbeddedS3(home=home, port=port)
     assert server.state() is None
     state = server.up()

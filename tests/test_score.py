@@ -2,7 +2,6 @@ import collections
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -142,13 +141,11 @@ def test_resume_after_the_job_is_killed_gives_exactly_once(ray_local, corpus, tm
     assert len(rows[rows.media_type == "video"]) == int(np.sum(videos.num_frames))
 
 
-def test_score_on_an_existing_cluster_hands_the_s3_settings_to_its_workers(corpus, tmp_path):
+def test_score_on_an_existing_cluster_hands_the_s3_settings_to_its_workers(corpus, free_port):
     """The cluster is started without any AWS variable: its workers can read S3 only through the job's runtime
     environment."""
     corpus_uri, manifest = corpus
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port
     no_token = {"RAY_AUTH_MODE": "disabled"}  # a throwaway cluster on loopback
     bare = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")}, **no_token}
     ray_cli = str(Path(sys.executable).parent / "ray")

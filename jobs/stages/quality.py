@@ -95,8 +95,7 @@ class QualityStage(Stage):
         )
     }  # fmt: skip
 
-    def __init__(self, cfg: QualityConfig):
-        super().__init__(cfg)
+    cfg: QualityConfig
 
     def process(self, images: list[np.ndarray]) -> dict[str, list]:
         stats = [quality_stats(image, self.cfg.max_side) for image in images]
