@@ -57,6 +57,26 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from jobs.train_cam import load_train_settings, run_train_cam
+
+    metrics = run_train_cam(load_train_settings(args.config), address=args.address)
+    print(json.dumps(metrics, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from jobs.eval_cam import run_eval_cam
+
+    result = run_eval_cam(
+        args.checkpoint, args.manifest, args.split, tuple(args.image_types.split(",")), args.cam_class
+    )
+    for key, value in result.items():
+        print(f"{key:<14} {value}")
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jobs.demo import run_demo
 
@@ -88,6 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--stages", help="comma-separated stages to run, or 'none' for an inventory run")
     score.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     score.set_defaults(func=_cmd_score)
+
+    train = sub.add_parser("train", help="train a model with Ray Train")
+    train_sub = train.add_subparsers(dest="model", required=True)
+    train_cam = train_sub.add_parser("cam", help="the CAM localizer, from image-level labels")
+    train_cam.add_argument("--config", required=True, help="YAML (see configs/train_cam.yaml)")
+    train_cam.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+    train_cam.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a model; the last line is one JSON object")
+    eval_sub = evaluate.add_subparsers(dest="model", required=True)
+    eval_cam = eval_sub.add_parser("cam", help="top-1, MaxBoxAcc at IoU 0.5/0.7, MaxBoxAccV2, PxAP")
+    eval_cam.add_argument("--checkpoint", required=True, help="URI of a checkpoint from `mediascore train cam`")
+    eval_cam.add_argument("--manifest", help="corpus manifest URI; default: the one the checkpoint was trained on")
+    eval_cam.add_argument("--split", default="test")
+    eval_cam.add_argument("--image-types", default="photo", help="comma-separated: photo,sketch,cartoon")
+    eval_cam.add_argument("--cam-class", choices=["gt", "pred"], default="gt", help="CAM of the GT or predicted class")
+    eval_cam.set_defaults(func=_cmd_eval)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)

@@ -86,6 +86,17 @@ class QualityConfig(StrictModel):
     resources: Resources = Resources(num_cpus=0.5, batch_size=16, concurrency=1)
 
 
+class CamConfig(StrictModel):
+    """The CAM localizer stage (class, box, mask area, key-region crop)."""
+
+    checkpoint: str | None = Field(None, description="URI of a checkpoint written by `mediascore train cam`")
+    tau: float | None = Field(None, ge=0, le=1, description="CAM threshold; unset: the checkpoint's validation tau")
+    box_mode: Literal["largest"] = "largest"
+    crop_size: int = Field(128, ge=16)
+    crop_margin: float = Field(0.1, ge=0, le=1)
+    resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
+
+
 class StagesConfig(StrictModel):
     """The stages to run, in order, and one section per stage."""
 
@@ -96,6 +107,7 @@ class StagesConfig(StrictModel):
         "the decode actors, so no pixels cross the object store (small machines, CPU-only stages)",
     )
     quality: QualityConfig = QualityConfig()
+    cam: CamConfig = CamConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:

@@ -200,5 +200,5 @@ def read_json(uri: str) -> dict | None:
         return None
 
 
-def write_json(uri: str, data: dict) -> None:
+def write_json(uri: str, data: dict | list) -> None:
     storage.write_bytes(uri, json.dumps(data, indent=2, sort_keys=True).encode())

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from jobs.config import StagesConfig
 from jobs.stages.base import ChainedStages, Stage
+from jobs.stages.cam import CamStage
 from jobs.stages.quality import QualityStage
 
-STAGES: dict[str, type[Stage]] = {QualityStage.name: QualityStage}
+STAGES: dict[str, type[Stage]] = {QualityStage.name: QualityStage, CamStage.name: CamStage}
 
 
 def build_stage(name: str, stages_cfg: StagesConfig) -> Stage:

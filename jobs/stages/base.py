@@ -49,7 +49,7 @@ class Stage:
                 except Exception as exc:
                     _record_error(batch, i, f"stage_error: {self.name}: {type(exc).__name__}: {exc}")
         for name, dtype in self.columns.items():
-            batch[name] = np.asarray(out[name], dtype=_numpy_type(dtype))
+            batch[name] = _to_array(out[name], dtype)
         return batch
 
     def _assign(self, out: dict[str, list], rows: list[int], result: dict[str, list]) -> None:
@@ -65,8 +65,13 @@ def _empty(dtype: pa.DataType):
     return float("nan") if pa.types.is_floating(dtype) else None
 
 
-def _numpy_type(dtype: pa.DataType):
-    return np.float64 if pa.types.is_floating(dtype) else object
+def _to_array(values: list, dtype: pa.DataType) -> np.ndarray:
+    if pa.types.is_floating(dtype):
+        return np.asarray(values, dtype=np.float64)
+    out = np.empty(len(values), dtype=object)  # element by element: lists must stay cells, not a second axis
+    for i, value in enumerate(values):
+        out[i] = value
+    return out
 
 
 def _record_error(batch: dict[str, np.ndarray], i: int, message: str) -> None:

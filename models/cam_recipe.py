@@ -1,0 +1,149 @@
+"""Training and evaluation recipe of the CAM localizer, separate from the network.
+
+Training is plain image-level classification (cross-entropy on the image label): the patent gives no loss, optimizer
+or schedule, so these follow common WSOL practice (SGD with momentum, cosine decay after a short linear warm-up,
+random horizontal flips and random resized crops). Localization is evaluated with the protocol of Choe et al.
+(CVPR 2020): the CAM of the ground-truth class ("GT-known"), min-max normalized, upsampled to the image, boxes from
+its binarization swept over tau.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.cam import normalize_cam, upsample_cam
+from models.wsol_metrics import max_box_acc, max_box_acc_v2, pxap
+
+
+@dataclass
+class CamTrainConfig:
+    """Optimization and augmentation settings."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.0
+    hflip: bool = True
+    crop_scale_min: float = 0.7  # random resized crop keeps at least this fraction of the side
+    amp: bool = False  # bfloat16 autocast (GPU)
+
+
+class CamRecipe:
+    """Owns the optimizer and schedule; ``train_step`` does one update.
+
+    Args:
+        model: the network (possibly wrapped in DistributedDataParallel).
+        cfg: optimization settings.
+        steps_per_epoch: updates per epoch, for the schedule.
+    """
+
+    def __init__(self, model: nn.Module, cfg: CamTrainConfig, steps_per_epoch: int):
+        self.model, self.cfg = model, cfg
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        self.optimizer = torch.optim.SGD(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+        )
+        total = max(1, cfg.epochs * steps_per_epoch)
+        warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: _lr_factor(s, warmup, total))
+
+    def augment(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Random resized crop (same output size) and horizontal flip, per sample."""
+        b, _, h, w = x.shape
+        out = torch.empty_like(x)
+        for i in range(b):
+            scale = self.cfg.crop_scale_min + (1 - self.cfg.crop_scale_min) * torch.rand(1, generator=generator).item()
+            ch, cw = max(8, int(h * scale)), max(8, int(w * scale))
+            top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+            crop = x[i : i + 1, :, top : top + ch, left : left + cw]
+            crop = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
+            if self.cfg.hflip and torch.rand(1, generator=generator).item() < 0.5:
+                crop = crop.flip(-1)
+            out[i] = crop[0]
+        return out
+
+    def train_step(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        self.model.train()
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
+            logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        acc = (logits.argmax(1) == labels).float().mean()
+        return {"loss": loss.detach(), "acc": acc.detach(), "lr": torch.tensor(self.scheduler.get_last_lr()[0])}
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def predict_cams(model: nn.Module, x: Tensor, class_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Class probabilities ``(B, K)`` and CAMs in [0, 1] at the input size ``(B, H, W)``."""
+    model.eval()
+    logits, cams = model.cam(x, class_idx)
+    cams = upsample_cam(normalize_cam(cams), tuple(x.shape[-2:]))
+    return logits.softmax(1), cams
+
+
+def evaluate_localization(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    boxes: list[list[tuple[int, int, int, int]]],
+    masks: list[np.ndarray | None],
+    batch_size: int = 64,
+    cam_class: str = "gt",
+    tau_step: float = 0.001,
+) -> dict[str, float]:
+    """Top-1, MaxBoxAcc at IoU 0.5 and 0.7 (and the tau that achieves them), MaxBoxAccV2, PxAP.
+
+    ``images`` are normalized ``(N, 3, S, S)``; boxes and masks are at ``S x S``. ``cam_class``: "gt" (the
+    protocol's GT-known CAM) or "pred" (the predicted class, as the patent's inference uses).
+    """
+    probs, cams = [], []
+    for i in range(0, len(images), batch_size):
+        x, y = images[i : i + batch_size], labels[i : i + batch_size]
+        p, c = predict_cams(model, x, y if cam_class == "gt" else None)
+        probs.append(p)
+        cams.append(c)
+    prob = torch.cat(probs)
+    cam_list = [c.cpu().numpy() for c in torch.cat(cams)]
+    acc = max_box_acc(cam_list, boxes, iou_thresholds=(0.5, 0.7), tau_step=tau_step)
+    with_masks = [(c, m) for c, m in zip(cam_list, masks, strict=True) if m is not None]
+    return {
+        "top1": float((prob.argmax(1).cpu() == labels.cpu()).float().mean() * 100),
+        "maxboxacc_50": acc[0.5][0],
+        "maxboxacc_70": acc[0.7][0],
+        "tau_50": acc[0.5][1],
+        "tau_70": acc[0.7][1],
+        "maxboxacc_v2": max_box_acc_v2(cam_list, boxes, tau_step=tau_step),
+        "pxap": pxap([c for c, _ in with_masks], [m for _, m in with_masks]) if with_masks else float("nan"),
+        "n": len(cam_list),
+    }
