@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from jobs import storage
+from jobs.output import read_json
 from jobs.s3server import EmbeddedS3
 
 
@@ -53,7 +55,6 @@ def corpus(s3, tmp_path_factory):
     """A small corpus in S3: its URI and its manifest as a DataFrame."""
     import pandas as pd
 
-    from jobs import storage
     from jobs.corpus import MANIFEST_NAME, make_corpus
 
     uri = "s3://test-corpus/c1"
@@ -61,3 +62,31 @@ def corpus(s3, tmp_path_factory):
     fs, path = storage.resolve(storage.join(uri, MANIFEST_NAME))
     manifest = pd.read_parquet(path, filesystem=fs)
     return uri, manifest
+
+
+def _cam_settings(corpus_uri: str, output: str, epochs: int):
+    from jobs.train_cam import TrainCamSettings
+
+    return TrainCamSettings.model_validate(
+        {
+            "data": {"manifest": storage.join(corpus_uri, "manifest.parquet"), "image_size": 64},
+            "output": output,
+            "model": {"arch": "tiny", "num_classes": 6, "width_mult": 0.25, "insert_after": ["conv3_2"]},
+            "train": {"epochs": epochs, "batch_size": 16},
+            "ray": {"num_cpus": 2},
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def trained(ray_local, corpus):
+    """A one-epoch run, then the same run asked for two epochs: it must resume at the second."""
+    from jobs.train_cam import run_train_cam
+
+    corpus_uri, _ = corpus
+
+    output = "s3://test-train/cam"
+    run_train_cam(_cam_settings(corpus_uri, output, epochs=1))
+    first = read_json(storage.join(output, "latest.json"))
+    run_train_cam(_cam_settings(corpus_uri, output, epochs=2))
+    return output, first

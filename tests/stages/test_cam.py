@@ -1,0 +1,33 @@
+import io
+
+import numpy as np
+from PIL import Image
+
+from jobs import storage
+from jobs.config import CamConfig
+from jobs.output import read_json
+from jobs.stages.cam import CamStage, crop_box, scale_box
+
+
+def test_box_helpers():
+    assert scale_box((16, 8, 48, 32), 64, 640, 320) == (160, 40, 480, 160)
+    assert crop_box((10, 10, 30, 50), 0.5, 35, 100) == (0, 0, 35, 70)
+
+
+def test_stage_gives_class_box_area_and_crop(trained, corpus):
+    output, _ = trained
+    latest = read_json(storage.join(output, "latest.json"))
+    stage = CamStage(CamConfig(checkpoint=latest["checkpoint"], crop_size=32))
+    _, manifest = corpus
+    row = manifest[(manifest.media_type == "image") & manifest.broken.isna()].iloc[0]
+    image = np.asarray(Image.open(io.BytesIO(storage.read_bytes(row.uri))).convert("RGB"))
+    pixels = np.empty(2, dtype=object)
+    pixels[:] = [image, np.zeros((0, 0, 3), np.uint8)]
+    batch = {"source_uri": np.array(["a", "b"]), "error": np.array(["", ""]), "error_code": np.array(["", ""])}
+    out = stage({**batch, "pixels": pixels})
+    assert out["cam_class"][0] in stage.classes and out["cam_class"][1] is None
+    x0, y0, x1, y1 = out["cam_box"][0]
+    assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+    assert 0 < out["cam_mask_area"][0] <= 1 and 0 < out["cam_score"][0] <= 1
+    assert Image.open(io.BytesIO(out["cam_crop"][0])).size == (32, 32)
+    assert out["cam_model"][0].endswith("#epoch=1")
