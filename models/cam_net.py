@@ -1,0 +1,178 @@
+"""CAM classification backbones (VGG16-style and a tiny CPU variant) with optional suppress-fuse-select blocks.
+
+The network is a plain conv stack, global average pooling and one FC layer, so the class activation map of class
+``c`` is ``sum_k W_fc[c, k] * A_k`` over the last feature map ``A``.
+
+* ``"vgg16"``: the 13 VGG16 convolutions ``conv1_1 .. conv5_3`` (3x3), each followed by BatchNorm and ReLU
+  (BatchNorm is our choice, for training from scratch), max-pooling after ``conv1_2``, ``conv2_2``, ``conv3_3``
+  and ``conv4_3`` but not after ``conv5_3`` (usual WSOL practice, a 224 input gives 14x14), then ``conv6``
+  (3x3, ``1024 * width_mult`` channels, BatchNorm and ReLU, replacing fc6-fc8), GAP and FC.
+* ``"tiny"``: four stages of two 3x3 conv-BN-ReLU (``conv1_1 .. conv4_2``, widths 16, 32, 64, 128 times
+  ``width_mult``), max-pooling after the first three stages (a 128 input gives 16x16), GAP and FC.
+
+A :class:`~models.sfs.SuppressFuseSelect` block goes after the ReLU of every conv layer named in
+``insert_after``. Its output has no ReLU: with a block after the last conv layer (``conv6`` or ``conv4_2``), the
+feature map that feeds GAP, FC and the CAM is the block's output and may be negative.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models.layers import ConvBNAct
+from models.sfs import SFSConfig, SuppressFuseSelect, sfs_config_from_dict
+
+# Per stage: (width, number of 3x3 convs). Max-pooling after every stage but the last.
+_STAGES: dict[str, tuple[tuple[int, int], ...]] = {
+    "vgg16": ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3)),
+    "tiny": ((16, 2), (32, 2), (64, 2), (128, 2)),
+}
+_EXTRA_CONV: dict[str, int] = {"vgg16": 1024}  # conv6 width, before width_mult
+
+
+def _scaled(width: int, mult: float) -> int:
+    return max(1, round(width * mult))
+
+
+def conv_layer_names(arch: str) -> list[str]:
+    """Every conv layer name of ``arch`` in order: the valid values of ``insert_after``."""
+    if arch not in _STAGES:
+        raise ValueError(f"unknown arch {arch!r}; valid: {sorted(_STAGES)}")
+    names = [f"conv{s}_{i}" for s, (_, n) in enumerate(_STAGES[arch], start=1) for i in range(1, n + 1)]
+    return names + (["conv6"] if arch in _EXTRA_CONV else [])
+
+
+@dataclass
+class CamNetConfig:
+    """Settings of a :class:`CamNet`.
+
+    Attributes:
+        arch: ``"vgg16"`` or ``"tiny"``.
+        num_classes: number of image classes.
+        insert_after: conv layer names after whose ReLU a suppress-fuse-select block goes (0, 1 or more).
+        sfs: settings shared by every inserted block.
+        width_mult: scales every channel width.
+        dropout: dropout probability before the FC layer.
+    """
+
+    arch: str = "tiny"
+    num_classes: int = 6
+    insert_after: tuple[str, ...] = ()
+    sfs: SFSConfig = field(default_factory=SFSConfig)
+    width_mult: float = 1.0
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.insert_after, str):
+            self.insert_after = (self.insert_after,)
+        self.insert_after = tuple(self.insert_after)
+        valid = conv_layer_names(self.arch)
+        for name in self.insert_after:
+            if name not in valid:
+                raise ValueError(f"unknown conv layer {name!r} in insert_after for arch {self.arch!r}; valid: {valid}")
+        if len(set(self.insert_after)) != len(self.insert_after):
+            raise ValueError(f"duplicate names in insert_after: {list(self.insert_after)}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.width_mult <= 0:
+            raise ValueError(f"width_mult must be > 0, got {self.width_mult}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def cam_net_config_from_dict(d: Mapping[str, Any]) -> CamNetConfig:
+    """Build a :class:`CamNetConfig` from a plain dict (e.g. ``dataclasses.asdict`` or YAML).
+
+    ``sfs`` may be a nested dict; lists become tuples.
+
+    Raises:
+        ValueError: an unknown key (named in the message) or an invalid value.
+    """
+    valid = {f.name for f in fields(CamNetConfig)}
+    for key in d:
+        if key not in valid:
+            raise ValueError(f"unknown model config key {key!r}; valid: {sorted(valid)}")
+    kwargs = dict(d)
+    if "sfs" in kwargs:
+        kwargs["sfs"] = sfs_config_from_dict(kwargs["sfs"])
+    return CamNetConfig(**kwargs)
+
+
+def _build_features(cfg: CamNetConfig) -> tuple[nn.Sequential, int]:
+    """The conv stack with blocks and pools, and its output channels."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    in_ch = 3
+    stages = _STAGES[cfg.arch]
+    for s, (width, n) in enumerate(stages, start=1):
+        for i in range(1, n + 1):
+            in_ch = _add_conv(layers, f"conv{s}_{i}", in_ch, _scaled(width, cfg.width_mult), cfg)
+        if s < len(stages):
+            layers[f"pool{s}"] = nn.MaxPool2d(kernel_size=2, stride=2)
+    if cfg.arch in _EXTRA_CONV:
+        in_ch = _add_conv(layers, "conv6", in_ch, _scaled(_EXTRA_CONV[cfg.arch], cfg.width_mult), cfg)
+    return nn.Sequential(layers), in_ch
+
+
+def _add_conv(layers: OrderedDict[str, nn.Module], name: str, in_ch: int, out_ch: int, cfg: CamNetConfig) -> int:
+    layers[name] = ConvBNAct(in_ch, out_ch, kernel=3)
+    if name in cfg.insert_after:
+        layers[f"sfs_{name}"] = SuppressFuseSelect(out_ch, cfg.sfs)
+    return out_ch
+
+
+class CamNet(nn.Module):
+    """Conv stack, global average pooling and one FC layer; ``cam`` gives class activation maps.
+
+    Args:
+        cfg: network settings.
+    """
+
+    def __init__(self, cfg: CamNetConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.conv_names: list[str] = conv_layer_names(cfg.arch)
+        self.features, self.num_features = _build_features(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.fc = nn.Linear(self.num_features, cfg.num_classes)
+        nn.init.normal_(self.fc.weight, std=0.01)
+        nn.init.zeros_(self.fc.bias)
+
+    @property
+    def sfs_blocks(self) -> dict[str, SuppressFuseSelect]:
+        """The inserted blocks by the conv layer they follow."""
+        children = self.features.named_children()
+        return {n.removeprefix("sfs_"): m for n, m in children if isinstance(m, SuppressFuseSelect)}
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` -> last feature map ``A`` ``(B, K, h, w)``."""
+        return self.features(x)
+
+    def forward_head(self, feats: Tensor, pre_logits: bool = False) -> Tensor:
+        """GAP, dropout and FC: logits ``(B, num_classes)``, or the pooled ``(B, K)`` if ``pre_logits``."""
+        pooled = self.drop(feats.mean(dim=(2, 3)))  # (B, K)
+        return pooled if pre_logits else self.fc(pooled)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def cam(self, x: Tensor, class_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Logits ``(B, num_classes)`` and the raw CAM ``(B, h, w)`` of ``class_idx`` (default: the argmax).
+
+        The CAM is ``sum_k W_fc[c, k] * A_k`` without the FC bias, neither normalized nor upsampled.
+        """
+        feats = self.forward_features(x)  # (B, K, h, w)
+        logits = self.forward_head(feats)
+        idx = logits.argmax(dim=1) if class_idx is None else class_idx.to(device=x.device, dtype=torch.long)
+        weights = self.fc.weight[idx]  # (B, K)
+        return logits, torch.einsum("bk,bkhw->bhw", weights, feats)
+
+
+def build_cam_net(cfg: CamNetConfig) -> CamNet:
+    """Build a :class:`CamNet`."""
+    return CamNet(cfg)

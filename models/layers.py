@@ -1,0 +1,42 @@
+"""Small layers shared by the model families."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, optional BatchNorm, optional ReLU; 'same' padding for odd kernels.
+
+    The convolution has a bias only when there is no BatchNorm after it. Weights use Kaiming-normal (fan-out,
+    ReLU) initialization, the usual choice for training from scratch.
+
+    Args:
+        in_ch: input channels.
+        out_ch: output channels.
+        kernel: square kernel size.
+        stride: convolution stride.
+        act: append a ReLU.
+        bn: append a BatchNorm2d.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, act: bool = True, bn: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=not bn)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+        if self.conv.bias is not None:
+            nn.init.zeros_(self.conv.bias)
+        if bn:
+            self.bn = nn.BatchNorm2d(out_ch)
+        if act:
+            self.act = nn.ReLU(inplace=True)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the output map."""
+        return self.conv.out_channels
+
+
+def global_max_pool(x: Tensor) -> Tensor:
+    """Spatial maximum per channel: ``(B, C, H, W) -> (B, C)``."""
+    return x.amax(dim=(2, 3))
