@@ -169,11 +169,14 @@ def train_func(config: dict) -> None:
         metrics |= {"lr": float(stats["lr"]) if n else 0.0, "epoch_s": round(time.monotonic() - started, 2)}
         if rank == 0:
             images, labels, boxes, masks = val
-            scores = evaluate_localization(
-                net, images.to(device), labels.to(device), boxes, masks, tau_step=settings.val_tau_step
-            )
-            metrics |= {f"val_{k}": v for k, v in scores.items()}
-            _save(settings, config, net, recipe, model_cfg, metrics, epoch, steps, scores["tau_50"])
+            tau = 0.5  # without a validation split the usual default
+            if len(labels):
+                scores = evaluate_localization(
+                    net, images.to(device), labels.to(device), boxes, masks, tau_step=settings.val_tau_step
+                )
+                metrics |= {f"val_{k}": v for k, v in scores.items()}
+                tau = scores["tau_50"]
+            _save(settings, config, net, recipe, model_cfg, metrics, epoch, steps, tau)
             history.append(metrics)
             write_json(paths["history"], history)
             print(f"[train cam] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -243,8 +246,8 @@ def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dic
             datasets={"train": ds},
             run_config=RunConfig(name="train-cam", storage_path=str(Path(".mediascore/ray_results").resolve())),
         )
-        result = trainer.fit()
-        return dict(result.metrics or {})
+        trainer.fit()
+        return (read_json(_paths(settings.output)["latest"]) or {}).get("metrics", {})
     finally:
         if started:
             import ray

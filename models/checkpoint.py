@@ -90,7 +90,7 @@ def checkpoint_bytes(
         "data": _plain(data, "data"),
         "optimizer": optimizer_state,
         "extra": extra,
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"torch": str(torch.__version__), "python": platform.python_version()},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     buffer = io.BytesIO()

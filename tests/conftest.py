@@ -69,7 +69,12 @@ def _cam_settings(corpus_uri: str, output: str, epochs: int):
 
     return TrainCamSettings.model_validate(
         {
-            "data": {"manifest": storage.join(corpus_uri, "manifest.parquet"), "image_size": 64},
+            "data": {
+                "manifest": storage.join(corpus_uri, "manifest.parquet"),
+                "image_size": 64,
+                "val_splits": ["val", "test"],
+                "val_image_types": ["photo", "sketch", "cartoon"],
+            },
             "output": output,
             "model": {"arch": "tiny", "num_classes": 6, "width_mult": 0.25, "insert_after": ["conv3_2"]},
             "train": {"epochs": epochs, "batch_size": 16},

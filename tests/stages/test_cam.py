@@ -31,3 +31,24 @@ def test_stage_gives_class_box_area_and_crop(trained, corpus):
     assert 0 < out["cam_mask_area"][0] <= 1 and 0 < out["cam_score"][0] <= 1
     assert Image.open(io.BytesIO(out["cam_crop"][0])).size == (32, 32)
     assert out["cam_model"][0].endswith("#epoch=1")
+
+
+def test_cam_stage_inside_a_real_score_run(ray_local, trained, corpus):
+    from jobs.config import load_config
+    from jobs.score import run_score
+
+    output, _ = trained
+    corpus_uri, _ = corpus
+    checkpoint = read_json(storage.join(output, "latest.json"))["checkpoint"]
+    cfg = load_config(overrides={"stages": {"run": ["quality", "cam"], "cam": {"checkpoint": checkpoint}}})
+    out = "s3://test-scores/with-cam"
+    summary = run_score(corpus_uri, out, cfg, echo=lambda s: None)
+    fs, path = storage.resolve(storage.join(out, "rows"))
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path, filesystem=fs).to_pandas()
+    good = rows[rows.error.isna()]
+    assert len(rows) == summary.rows_written and len(good) > 0
+    assert good.cam_class.notna().all() and good.quality_sharpness.notna().all()
+    assert all(len(box) == 4 for box in good.cam_box)
+    assert all(Image.open(io.BytesIO(crop)).size == (128, 128) for crop in good.cam_crop)
