@@ -73,7 +73,33 @@ def _thumb(pixels: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _gallery(rows: pd.DataFrame, n: int, seed: int = 0) -> str:
+def cam_overlay(stage, pixels: np.ndarray, box) -> np.ndarray:
+    """The CAM of the predicted class as a heatmap over the image, with the predicted box."""
+    import cv2
+
+    _, _, cams = stage.localize([pixels])
+    height, width = pixels.shape[:2]
+    heat = cv2.resize(cams[0], (width, height), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    out = np.ascontiguousarray((0.55 * pixels + 0.45 * colour).astype(np.uint8))
+    if box is not None and len(box) == 4:
+        x0, y0, x1, y1 = (int(v) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), max(2, width // 150))
+    return out
+
+
+def _cam_stage(output_uri: str):
+    """The run's CAM stage, rebuilt from its config, when the run had one."""
+    job = read_json(storage.join(output_uri, "_job.json")) or {}
+    if "cam" not in job.get("stages", []):
+        return None
+    from jobs.config import CamConfig
+    from jobs.stages.cam import CamStage
+
+    return CamStage(CamConfig(**job["config"]["stages"]["cam"]))
+
+
+def _gallery(rows: pd.DataFrame, n: int, seed: int = 0, cam_stage=None) -> str:
     ok = rows[rows.error.isna()]
     if ok.empty:
         return "<p>no rows</p>"
@@ -81,7 +107,11 @@ def _gallery(rows: pd.DataFrame, n: int, seed: int = 0) -> str:
     cells = []
     for r in picked.itertuples():
         try:
-            img = f"<img src='data:image/jpeg;base64,{_thumb(load_frame(r.source_uri, r.media_type, r.timestamp_s))}'>"
+            pixels = load_frame(r.source_uri, r.media_type, r.timestamp_s)
+            img = f"<img src='data:image/jpeg;base64,{_thumb(pixels)}'>"
+            if cam_stage is not None:
+                overlay = cam_overlay(cam_stage, pixels, getattr(r, "cam_box", None))
+                img += f"<img src='data:image/jpeg;base64,{_thumb(overlay)}'>"
         except Exception as exc:  # the report must not fail on one unreadable source
             img = f"<i>cannot show: {html.escape(str(exc))}</i>"
         stats = " ".join(
@@ -89,6 +119,8 @@ def _gallery(rows: pd.DataFrame, n: int, seed: int = 0) -> str:
             for c in rows.columns
             if c.startswith("quality_") and isinstance(getattr(r, c), float) and math.isfinite(getattr(r, c))
         )
+        if isinstance(getattr(r, "cam_class", None), str):
+            stats = f"CAM: <b>{html.escape(r.cam_class)}</b> p={r.cam_score:.2f} area={r.cam_mask_area:.2f}<br>{stats}"
         name = html.escape(r.source_uri.rsplit("/", 1)[-1])
         where = f"frame {r.frame_index} @ {r.timestamp_s:.2f}s" if r.media_type == "video" else "image"
         cells.append(f"<figure>{img}<figcaption><b>{name}</b> {where}<br><small>{stats}</small></figcaption></figure>")
@@ -113,15 +145,17 @@ def build_report(output_uri: str, samples: int = 12) -> str:
         f"<tr><td>{html.escape(r.source_uri)}</td><td>{html.escape(r.error_code)}</td><td>{html.escape(r.error)}</td></tr>"
         for r in dead.head(100).itertuples()
     )
+    gallery = _gallery(rows, samples, cam_stage=_cam_stage(output_uri)) if not rows.empty else "<p>no rows</p>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>mediascore report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:left;font-size:13px}} .hist{{display:inline-block;margin:8px}} .gallery{{display:flex;
-flex-wrap:wrap}} figure{{width:{THUMB_WIDTH}px;margin:6px;font-size:11px}}</style></head><body>
+flex-wrap:wrap}} figure{{margin:6px;font-size:11px;max-width:{2 * THUMB_WIDTH + 8}px}}
+figure img{{margin-right:4px}}</style></head><body>
 <h1>mediascore score report</h1><p>{html.escape(output_uri)}</p>
 <h2>Summary</h2>{_table(summary)}
 <h2>Errors by reason</h2>{_table(errors) if errors else "<p>none</p>"}
 <h2>Score distributions</h2>{hists or "<p>no stage values (inventory run)</p>"}
-<h2>Sample of rows</h2>{_gallery(rows, samples) if not rows.empty else "<p>no rows</p>"}
+<h2>Sample of rows</h2>{gallery}
 <h2>Dead letter ({len(dead)})</h2><table><tr><th>source</th><th>reason</th><th>error</th></tr>{dead_rows}</table>
 </body></html>"""
 

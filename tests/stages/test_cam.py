@@ -52,3 +52,8 @@ def test_cam_stage_inside_a_real_score_run(ray_local, trained, corpus):
     assert good.cam_class.notna().all() and good.quality_sharpness.notna().all()
     assert all(len(box) == 4 for box in good.cam_box)
     assert all(Image.open(io.BytesIO(crop)).size == (128, 128) for crop in good.cam_crop)
+    from jobs.report import build_report
+
+    page = build_report(out, samples=3)
+    assert page.count("<figure>") == 3 and page.count("data:image/jpeg;base64,") == 6  # frame + CAM overlay
+    assert page.count("CAM: <b>") == 3
