@@ -28,11 +28,11 @@ VARIANTS = {"plain": (), "block1": ("conv3_2",), "block2": ("conv3_2", "conv4_2"
 KEYS = ("top1", "maxboxacc_50", "maxboxacc_70", "maxboxacc_v2", "pxap")
 
 
-def train_one(images: np.ndarray, labels: np.ndarray, insert_after, seed: int, cfg: CamTrainConfig, sfs: SFSConfig):
+def train_one(images: np.ndarray, labels: np.ndarray, insert_after, seed: int, cfg: CamTrainConfig, net: dict):
     """Train one variant in this process (the same recipe the Ray Train job runs)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build_cam_net(CamNetConfig(arch="tiny", num_classes=int(labels.max()) + 1, insert_after=insert_after, sfs=sfs))
+    model = build_cam_net(CamNetConfig(num_classes=int(labels.max()) + 1, insert_after=insert_after, **net))
     steps = int(np.ceil(len(images) / cfg.batch_size))
     recipe = CamRecipe(model, cfg, steps)
     gen = torch.Generator().manual_seed(seed)
@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--cr", type=float, default=0.8)
     parser.add_argument("--t", type=float, default=0.4)
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=CamTrainConfig.lr)
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     torch.set_num_threads(2)
@@ -69,14 +71,14 @@ def main() -> None:
         test = labelled_images(manifest, ["test"], ["photo"])
         evaluation = load_eval_set(test, classes, args.size)
     print(f"[ablation] {len(train)} training images, {len(test)} test photos, seeds {seeds}")
-    cfg = CamTrainConfig(epochs=args.epochs)
-    sfs = SFSConfig(cr=args.cr, t=args.t)
+    cfg = CamTrainConfig(epochs=args.epochs, lr=args.lr)
+    net = {"arch": "tiny", "width_mult": args.width_mult, "sfs": SFSConfig(cr=args.cr, t=args.t)}
     results: dict = {}
     for name, insert_after in VARIANTS.items():
         runs = []
         for seed in seeds:
             started = time.monotonic()
-            model = train_one(images, labels, insert_after, seed, cfg, sfs)
+            model = train_one(images, labels, insert_after, seed, cfg, net)
             scores = evaluate_localization(model, *evaluation)
             runs.append(scores)
             print(f"[ablation] {name} seed {seed}: " + ", ".join(f"{k}={scores[k]:.2f}" for k in KEYS)
@@ -88,8 +90,11 @@ def main() -> None:
         print(f"{name:<8} {r['maxboxacc_50']:>8.2f} {r['maxboxacc_70']:>8.2f} {r['maxboxacc_v2']:>6.2f} "
               f"{r['pxap']:>6.2f} {r['top1']:>6.2f}")  # fmt: skip
     results["seeds"] = seeds
-    results["settings"] = {"scale": args.scale, "epochs": args.epochs, "size": args.size, "cr": args.cr, "t": args.t,
-                           "arch": "tiny", "insert_after": {k: list(v) for k, v in VARIANTS.items()}}  # fmt: skip
+    results["settings"] = {
+        "scale": args.scale, "epochs": args.epochs, "size": args.size, "cr": args.cr, "t": args.t, "lr": args.lr,
+        "arch": "tiny", "width_mult": args.width_mult, "train_images": len(train), "test_photos": len(test),
+        "insert_after": {k: list(v) for k, v in VARIANTS.items()},
+    }  # fmt: skip
     print(json.dumps(results))
 
 
