@@ -58,15 +58,23 @@ def _iou_bounds(inner: np.ndarray, outer: np.ndarray, gts: np.ndarray) -> tuple[
     return lo.max(axis=1), hi.max(axis=1)
 
 
+def _components(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """8-connected components: flat labels ``(H * W,)``, boxes ``(K, 4)``, areas ``(K,)``; label ``k + 1`` is ``k``."""
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    stats = stats[1:].astype(np.int64)  # (K, 5): x, y, width, height, area; row 0 is the background
+    boxes = np.stack([stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2], stats[:, 1] + stats[:, 3]], axis=1)
+    return labels.ravel(), boxes, stats[:, 4]
+
+
 class _TauSweep:
     """Exact BoxAcc hits of one image at every tau, labelling only the taus where a hit can change.
 
     Masks shrink as tau grows. Take two labelled taus ``a < b`` and any tau in between. Each of its components
-    either holds a component ``B`` of ``b`` (its box then lies between box(B) and the box of the component ``A`` of
-    ``a`` around B, its area between those areas), or is born in between: it then holds a local maximum of the CAM
-    with a value in ``[tau_{a+1}, tau_b)``, and lies inside the ``A`` around that maximum, apart from the B's there.
-    These boxes bound the IoU of every component that can be the prediction; where the bounds settle every delta,
-    the taus in between are filled without labelling, elsewhere the interval is split in two.
+    either holds a component ``B`` of ``b`` (its box then lies between box(B) and the box of the component of ``a``
+    around B, its area between those areas), or is born in between: it then holds a local maximum of the CAM with a
+    value in ``[tau_{a+1}, tau_b)`` and lies inside the component of the band ``tau_{a+1} <= cam < tau_b`` around
+    that maximum. These boxes bound the IoU of every component that can be the prediction; where the bounds settle
+    every delta, the taus in between are filled without labelling, elsewhere the interval is split in two.
     """
 
     def __init__(self, cam: np.ndarray, gts: np.ndarray, taus: np.ndarray, deltas: np.ndarray, multi: bool):
@@ -98,16 +106,12 @@ class _TauSweep:
 
     def _level(self, i: int) -> _Level:
         if i not in self.levels:
-            mask = (self.cam >= self.taus[i]).astype(np.uint8)
-            _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-            stats = stats[1:].astype(np.int64)  # (K, 5): x, y, width, height, area
-            boxes = np.stack([stats[:, 0], stats[:, 1], stats[:, 0] + stats[:, 2], stats[:, 1] + stats[:, 3]], 1)
+            labels, boxes, areas = _components(self.cam >= self.taus[i])
             iou = box_iou_matrix(boxes, self.gts).max(axis=1) if len(boxes) else np.zeros(0)
-            labels = labels.ravel()
             pixels = np.flatnonzero(labels)
             seeds = np.zeros(len(boxes), dtype=np.int64)
             seeds[labels[pixels] - 1] = pixels
-            self.levels[i] = _Level(labels, seeds, boxes, stats[:, 4], iou)
+            self.levels[i] = _Level(labels, seeds, boxes, areas, iou)
         return self.levels[i]
 
     def _hit(self, level: _Level) -> np.ndarray:
@@ -122,21 +126,28 @@ class _TauSweep:
         """Hits shared by every tau strictly between ``a`` and ``b``, or None if the bounds do not settle them."""
         outer, inner = self._level(a), self._level(b)
         owner = outer.labels[inner.seeds].astype(np.int64) - 1  # the component of a around each component of b
-        lo_hi = np.searchsorted(self.peak_value, [self.taus[a + 1], self.taus[b]], side="left")
-        born = np.unique(outer.labels[self.peak_index[lo_hi[0] : lo_hi[1]]]) - 1
-        if len(owner) == 0 and len(born) == 0:  # every mask in between is empty
+        born_boxes, born_areas = self._births(a, b)
+        if len(owner) == 0 and len(born_areas) == 0:  # every mask in between is empty
             return np.zeros(len(self.deltas), dtype=bool)
-        held = np.bincount(owner, weights=inner.areas, minlength=len(outer.areas))
-        low_boxes = np.concatenate([inner.boxes, np.zeros((len(born), 4), np.int64)])  # born: no lower bound
-        lo, hi = _iou_bounds(low_boxes, np.concatenate([outer.boxes[owner], outer.boxes[born]]), self.gts)
+        low_boxes = np.concatenate([inner.boxes, np.zeros_like(born_boxes)])  # born: no lower bound
+        lo, hi = _iou_bounds(low_boxes, np.concatenate([outer.boxes[owner], born_boxes]), self.gts)
         sure_hit, sure_miss = lo[:, None] >= self.deltas, hi[:, None] < self.deltas  # (K, D): b's, then births
         if self.multi or len(owner) == 0:  # births may not happen: never a sure hit
             hit, miss = sure_hit[: len(owner)].any(axis=0), sure_miss.all(axis=0)
         else:  # every component that can be the largest somewhere in between must agree
-            max_area = np.concatenate([outer.areas[owner], outer.areas[born] - held[born]])
+            max_area = np.concatenate([outer.areas[owner], born_areas])
             leads = max_area >= inner.areas.max()
             hit, miss = sure_hit[leads].all(axis=0), sure_miss[leads].all(axis=0)
         return hit if np.all(hit | miss) else None
+
+    def _births(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``(N, 4)`` and areas ``(N,)`` that hold any component born strictly between ``a`` and ``b``."""
+        lo, hi = np.searchsorted(self.peak_value, [self.taus[a + 1], self.taus[b]], side="left")
+        if hi == lo:
+            return np.zeros((0, 4), np.int64), np.zeros(0, np.int64)
+        labels, boxes, areas = _components((self.cam >= self.taus[a + 1]) & (self.cam < self.taus[b]))
+        around = np.unique(labels[self.peak_index[lo:hi]]) - 1  # the peaks lie in the band: labels > 0
+        return boxes[around], areas[around]
 
 
 def _hits_per_tau(cam: np.ndarray, gts: np.ndarray, taus: np.ndarray, deltas: np.ndarray, multi: bool) -> np.ndarray:

@@ -1,4 +1,10 @@
-"""A tiny CAM network with one suppress-fuse-select block learns to classify and to localize synthetic shapes."""
+"""A tiny CAM network with one suppress-fuse-select block learns to classify and to localize synthetic shapes.
+
+The square is bright in the red channel and the disc in the blue one. With two classes that differ only in shape
+(both bright in every channel) the softmax head keeps ``W_fc[disc] ~ -W_fc[square]``, the disc is recognised by
+the absence of corners, and its CAM often does not land on it (on some seeds it peaked outside the disc on most
+images). Colour gives each class evidence of its own, which is what a CAM can localize.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.cam import box_iou, cam_to_boxes, normalize_cam, upsample_cam
+from models.cam import box_iou, normalize_cam, upsample_cam
 from models.cam_net import CamNetConfig, build_cam_net
+from models.wsol_metrics import max_box_acc
 
 SIZE = 64
 
 
 def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, int, int]]]:
-    """Noise images with one bright square (class 0) or disc (class 1) at a random place, and its box."""
+    """Noise images ``(n, 3, 64, 64)`` with one red square (class 0) or blue disc (class 1), labels and boxes."""
     rng = np.random.default_rng(seed)
     images = rng.normal(0.0, 0.25, (n, 3, SIZE, SIZE)).astype(np.float32)
     labels = rng.integers(0, 2, n)
@@ -27,17 +34,23 @@ def make_shapes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[tup
         else:
             c, r = side / 2 - 0.5, side / 2
             shape = (xx - x0 - c) ** 2 + (yy - y0 - c) ** 2 <= r**2
-        images[i][:, shape] += 1.0
+        images[i, 0 if labels[i] == 0 else 2][shape] += 1.0
         ys, xs = np.nonzero(shape)
         boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
     return torch.from_numpy(images), torch.from_numpy(labels), boxes
+
+
+def centered_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A box of the same size in the middle of the image: the chance baseline."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return ((SIZE - w) // 2, (SIZE - h) // 2, (SIZE - w) // 2 + w, (SIZE - h) // 2 + h)
 
 
 def test_tiny_net_with_block_learns_to_classify_and_localize():
     torch.manual_seed(0)
     images, labels, boxes = make_shapes(256, seed=0)
     net = build_cam_net(CamNetConfig(arch="tiny", num_classes=2, insert_after=("conv3_2",), width_mult=0.5))
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
     net.train()
     for _ in range(60):
@@ -49,13 +62,12 @@ def test_tiny_net_with_block_learns_to_classify_and_localize():
 
     net.eval()
     with torch.no_grad():
-        logits, cams = net.cam(images, labels)
+        logits, cams = net.cam(images, labels)  # the CAM of the right class
     accuracy = (logits.argmax(1) == labels).float().mean().item()
-    cams01 = upsample_cam(normalize_cam(cams), (SIZE, SIZE)).numpy()
-    ious = []
-    for cam, box in zip(cams01, boxes, strict=True):
-        pred = cam_to_boxes(cam, 0.5)
-        ious.append(box_iou(pred[0], box) if pred else 0.0)
-    print(f"acc={accuracy:.3f} iou>0.3={np.mean(np.array(ious) > 0.3):.3f} mean_iou={np.mean(ious):.3f}")
+    cams01 = list(upsample_cam(normalize_cam(cams), (SIZE, SIZE)).numpy())
+    located, tau = max_box_acc(cams01, [[b] for b in boxes], iou_thresholds=(0.3,), tau_step=0.01)[0.3]
+    chance = 100 * np.mean([box_iou(centered_box(b), b) > 0.3 for b in boxes])
+    print(f"train accuracy {accuracy:.3f}, IoU > 0.3 on {located:.0f}% at tau {tau:.2f}, centered box {chance:.0f}%")
     assert accuracy > 0.9
-    assert np.mean(np.array(ious) > 0.3) > 0.6
+    assert located > 70
+    assert located > 2 * chance
