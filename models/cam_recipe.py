@@ -1,9 +1,9 @@
 """Training and evaluation recipe of the CAM localizer, separate from the network.
 
 Training is plain image-level classification (cross-entropy on the image label): the patent gives no loss, optimizer
-or schedule. We default to AdamW (it trains our small from-scratch networks on CPU budgets much faster than SGD,
-which stays available) with cosine decay after a short linear warm-up, random horizontal flips and random resized
-crops. Localization is evaluated with the protocol of Choe et al.
+or schedule. We default to SGD with momentum, cosine decay after a short linear warm-up, random horizontal flips and
+random resized crops. AdamW is available, but on a small synthetic task it reached full training accuracy with flat
+CAMs (the box of the right class hit the object far less often than with SGD), so it is not the default. Localization is evaluated with the protocol of Choe et al.
 (CVPR 2020): the CAM of the ground-truth class ("GT-known"), min-max normalized, upsampled to the image, boxes from
 its binarization swept over tau.
 """
@@ -28,10 +28,10 @@ class CamTrainConfig:
 
     epochs: int = 10
     batch_size: int = 32
-    optimizer: str = "adamw"  # "adamw" | "sgd"
-    lr: float = 2e-3
+    optimizer: str = "sgd"  # "sgd" | "adamw"
+    lr: float = 0.02
     momentum: float = 0.9
-    weight_decay: float = 0.05
+    weight_decay: float = 5e-4
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.0
     hflip: bool = True
@@ -140,7 +140,7 @@ def evaluate_localization(
     prob = torch.cat(probs)
     cam_list = [c.cpu().numpy() for c in torch.cat(cams)]
     acc = max_box_acc(cam_list, boxes, iou_thresholds=(0.5, 0.7), tau_step=tau_step)
-    with_masks = [(c, m) for c, m in zip(cam_list, masks, strict=True) if m is not None]
+    with_masks = [(c, m) for c, m in zip(cam_list, masks, strict=True) if m is not None and m.any()]
     return {
         "top1": float((prob.argmax(1).cpu() == labels.cpu()).float().mean() * 100),
         "maxboxacc_50": acc[0.5][0],

@@ -155,6 +155,8 @@ def _hits_per_tau(cam: np.ndarray, gts: np.ndarray, taus: np.ndarray, deltas: np
     cam = np.asarray(cam, dtype=np.float64)
     if cam.ndim != 2:
         raise ValueError(f"expected an (H, W) CAM, got shape {cam.shape}")
+    if not np.isfinite(cam).all():
+        raise ValueError("the CAM has NaN or infinite values")
     if len(gts) == 0:
         return np.zeros((len(deltas), len(taus)), dtype=bool)
     return _TauSweep(cam, gts, taus, deltas, multi).run()
@@ -215,8 +217,8 @@ def max_box_acc_v2(
 def pxap(cams: Sequence[np.ndarray], masks: Sequence[np.ndarray], bins: int = 1000) -> float:
     """Pixel average precision (percent) of CAM values in ``[0, 1]`` against binary masks, over all pixels.
 
-    Pixel scores go into ``bins`` equal bins; the threshold at each bin's lower edge, from high to low, gives one
-    precision-recall point and ``AP = sum (R_k - R_{k-1}) * P_k``.
+    Pixel scores go into ``bins`` equal bins (values outside ``[0, 1]`` into the end bins); the threshold at each
+    bin's lower edge, from high to low, gives one precision-recall point and ``AP = sum (R_k - R_{k-1}) * P_k``.
 
     Raises:
         ValueError: mismatched lengths or shapes, or no positive pixel at all.

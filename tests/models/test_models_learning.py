@@ -9,6 +9,7 @@ images). Colour gives each class evidence of its own, which is what a CAM can lo
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +47,16 @@ def centered_box(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     return ((SIZE - w) // 2, (SIZE - h) // 2, (SIZE - w) // 2 + w, (SIZE - h) // 2 + h)
 
 
-def test_tiny_net_with_block_learns_to_classify_and_localize():
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: small convolutions gain little from two, and spin badly when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_tiny_net_with_block_learns_to_classify_and_localize(one_thread):
     torch.manual_seed(0)
     images, labels, boxes = make_shapes(256, seed=0)
     net = build_cam_net(CamNetConfig(arch="tiny", num_classes=2, insert_after=("conv3_2",), width_mult=0.5))
