@@ -3,9 +3,10 @@
 Training is plain image-level classification (cross-entropy on the image label): the patent gives no loss, optimizer
 or schedule. We default to SGD with momentum, cosine decay after a short linear warm-up, random horizontal flips and
 random resized crops. AdamW is available, but on a small synthetic task it reached full training accuracy with flat
-CAMs (the box of the right class hit the object far less often than with SGD), so it is not the default. Localization is evaluated with the protocol of Choe et al.
-(CVPR 2020): the CAM of the ground-truth class ("GT-known"), min-max normalized, upsampled to the image, boxes from
-its binarization swept over tau.
+CAMs (the box of the right class hit the object far less often than with SGD), so it is not the default.
+
+Localization is evaluated with the protocol of Choe et al. (CVPR 2020): the CAM of the ground-truth class
+("GT-known"), min-max normalized, upsampled to the image, boxes from its binarization swept over tau.
 """
 
 from __future__ import annotations
