@@ -8,7 +8,7 @@ with the resources of its actor pool, so a cluster can put model stages on GPUs 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Resources(StrictModel):
@@ -152,23 +155,28 @@ class ConfigError(ValueError):
     """A config file that does not validate; the message names each bad key."""
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> ScoreConfig:
-    """Load and validate a YAML config (``None``: the defaults), then apply ``overrides`` (nested dict)."""
+def load_yaml(model: type[M], path: str | Path | None = None, overrides: dict | None = None) -> M:
+    """Load a YAML file (``None``: no file, the defaults), merge ``overrides`` (a nested dict) into it and validate
+    it as ``model``; every bad key is named in the :class:`ConfigError`."""
     data: dict = {}
     if path is not None:
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     if overrides:
         data = _merge(data, overrides)
     try:
-        return ScoreConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"{path or 'config'}: {problems}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> ScoreConfig:
+    """The ``score`` config from YAML (``None``: the defaults), with ``overrides`` applied."""
+    return load_yaml(ScoreConfig, path, overrides)
 
 
 def _merge(base: dict, extra: dict) -> dict:

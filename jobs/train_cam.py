@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import Field, field_validator
 
 from jobs import storage
 from jobs.cam_data import ground_truth, labelled_images, load_resized, read_manifest
-from jobs.config import ConfigError, RayConfig, StrictModel
+from jobs.config import RayConfig, StrictModel, load_yaml
 from jobs.output import read_json, write_json
 
 
@@ -75,16 +74,7 @@ class TrainCamSettings(StrictModel):
 
 
 def load_train_settings(path: str | Path, overrides: dict | None = None) -> TrainCamSettings:
-    from pydantic import ValidationError
-
-    from jobs.config import _merge
-
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    try:
-        return TrainCamSettings.model_validate(_merge(data, overrides or {}))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from None
+    return load_yaml(TrainCamSettings, path, overrides)
 
 
 class _LoadImages:
