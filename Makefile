@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow lint format bench s3-up s3-down clean
+.PHONY: install demo train test test-slow lint format bench s3-up s3-down clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/mediascore demo
+
+# Retrains the demo's checkpoints (checkpoints/*.pt, each with a .json saying how it was made) on the corpus.
+train: install
+	$(BIN)/mediascore train demo
 
 test: install
 	$(BIN)/python -m pytest

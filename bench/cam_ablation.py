@@ -6,6 +6,10 @@ its data) for comparison: plain 61.11 / 12.06, +1 block 62.2 / 12.39, +2 blocks 
 The last line is one JSON object: ``{"plain": {...}, "block1": {...}, "block2": {...}, "seeds": [...]}``.
 
     python bench/cam_ablation.py [--scale 5] [--epochs 12] [--seeds 0,1,2]
+
+Diagnosis options: ``--block-act relu`` (a ReLU after each block), ``--no-detach-max`` (gradient through the
+channel maxima that place the thresholds), ``--cr``/``--t`` (threshold placement), ``--block1``/``--block2``
+(where the blocks go), ``--variants`` (which of plain, block1, block2 to run).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import json
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +29,6 @@ from models.cam_net import CamNetConfig, build_cam_net
 from models.cam_recipe import CamRecipe, CamTrainConfig, evaluate_localization
 from models.sfs import SFSConfig
 
-VARIANTS = {"plain": (), "block1": ("conv3_2",), "block2": ("conv3_2", "conv4_2")}
 KEYS = ("top1", "maxboxacc_50", "maxboxacc_70", "maxboxacc_v2", "pxap")
 
 
@@ -55,14 +59,25 @@ def main() -> None:
     parser.add_argument("--t", type=float, default=0.4)
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=CamTrainConfig.lr)
+    parser.add_argument("--block-act", choices=["none", "relu"], default="none")
+    parser.add_argument("--no-detach-max", action="store_true")
+    parser.add_argument("--block1", default="conv3_2", help="conv layers of the one-block variant, comma-separated")
+    parser.add_argument("--block2", default="conv3_2,conv4_2", help="conv layers of the two-block variant")
+    parser.add_argument("--variants", default="plain,block1,block2")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--corpus", help="local folder of a corpus to reuse (written there if missing)")
     args = parser.parse_args()
+    all_variants = {"plain": (), "block1": tuple(args.block1.split(",")), "block2": tuple(args.block2.split(","))}
+    variants = {k: all_variants[k] for k in args.variants.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")]
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
 
     from jobs.corpus import make_corpus
 
-    with tempfile.TemporaryDirectory() as folder:
-        make_corpus(folder, seed=0, scale=args.scale)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.corpus or scratch
+        if not Path(folder, "manifest.parquet").exists():
+            make_corpus(folder, seed=0, scale=args.scale)
         manifest = read_manifest(f"{folder}/manifest.parquet")
         classes = sorted(manifest.label.dropna().unique().tolist())
         train = labelled_images(manifest, ["train"], ["photo", "sketch", "cartoon"])
@@ -72,9 +87,10 @@ def main() -> None:
         evaluation = load_eval_set(test, classes, args.size)
     print(f"[ablation] {len(train)} training images, {len(test)} test photos, seeds {seeds}")
     cfg = CamTrainConfig(epochs=args.epochs, lr=args.lr)
-    net = {"arch": "tiny", "width_mult": args.width_mult, "sfs": SFSConfig(cr=args.cr, t=args.t)}
+    sfs = SFSConfig(cr=args.cr, t=args.t, detach_max=not args.no_detach_max)
+    net = {"arch": "tiny", "width_mult": args.width_mult, "sfs": sfs, "block_act": args.block_act}
     results: dict = {}
-    for name, insert_after in VARIANTS.items():
+    for name, insert_after in variants.items():
         runs = []
         for seed in seeds:
             started = time.monotonic()
@@ -93,7 +109,8 @@ def main() -> None:
     results["settings"] = {
         "scale": args.scale, "epochs": args.epochs, "size": args.size, "cr": args.cr, "t": args.t, "lr": args.lr,
         "arch": "tiny", "width_mult": args.width_mult, "train_images": len(train), "test_photos": len(test),
-        "insert_after": {k: list(v) for k, v in VARIANTS.items()},
+        "block_act": args.block_act, "detach_max": not args.no_detach_max,
+        "insert_after": {k: list(v) for k, v in variants.items()},
     }  # fmt: skip
     print(json.dumps(results))
 

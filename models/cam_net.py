@@ -11,8 +11,10 @@ The network is a plain conv stack, global average pooling and one FC layer, so t
   ``width_mult``), max-pooling after the first three stages (a 128 input gives 16x16), GAP and FC.
 
 A :class:`~models.sfs.SuppressFuseSelect` block goes after the ReLU of every conv layer named in
-``insert_after``. Its output has no ReLU: with a block after the last conv layer (``conv6`` or ``conv4_2``), the
-feature map that feeds GAP, FC and the CAM is the block's output and may be negative.
+``insert_after``. The patent puts nothing after the block's 1x1 convolution, so by default (``block_act="none"``)
+its output may be negative; with a block after the last conv layer (``conv6`` or ``conv4_2``) that is the map that
+feeds GAP, FC and the CAM. ``block_act="relu"`` appends a ReLU to every block (an ablation option: it keeps the
+next layer's input, and the CAM's feature map, non-negative as in the plain network).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class CamNetConfig:
         sfs: settings shared by every inserted block.
         width_mult: scales every channel width.
         dropout: dropout probability before the FC layer.
+        block_act: ``"none"`` (the patent) or ``"relu"`` after every inserted block.
     """
 
     arch: str = "tiny"
@@ -67,6 +70,7 @@ class CamNetConfig:
     sfs: SFSConfig = field(default_factory=SFSConfig)
     width_mult: float = 1.0
     dropout: float = 0.0
+    block_act: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.insert_after, str):
@@ -82,6 +86,8 @@ class CamNetConfig:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {self.width_mult}")
+        if self.block_act not in ("none", "relu"):
+            raise ValueError(f"block_act must be 'none' or 'relu', got {self.block_act!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -123,6 +129,8 @@ def _add_conv(layers: OrderedDict[str, nn.Module], name: str, in_ch: int, out_ch
     layers[name] = ConvBNAct(in_ch, out_ch, kernel=3)
     if name in cfg.insert_after:
         layers[f"sfs_{name}"] = SuppressFuseSelect(out_ch, cfg.sfs)
+        if cfg.block_act == "relu":
+            layers[f"sfs_{name}_act"] = nn.ReLU()
     return out_ch
 
 

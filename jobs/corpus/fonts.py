@@ -66,10 +66,23 @@ def latin_font_path() -> str | None:
     return _first_usable([*LATIN_CANDIDATES, *preferred], "Ag")
 
 
+def _packaged_cjk() -> list[str]:
+    """Noto Sans CJK from the ``cvttf-notosanscjk-regular`` wheel (a project dependency), when installed."""
+    try:
+        import cvttf_NotoSansCJK_Regular as noto
+    except ImportError:
+        return []
+    try:
+        return [noto.get_TTF_path()]
+    except FileNotFoundError:
+        return []
+
+
 @functools.cache
 def cjk_font_path() -> str | None:
-    """A font that can draw Chinese, or ``None`` when none is installed."""
-    return _first_usable([*CJK_CANDIDATES, *_fc_list(":lang=zh")], "你好")
+    """A font that can draw Chinese (the packaged Noto Sans CJK first, so every machine renders the same corpus),
+    or ``None`` when none is installed."""
+    return _first_usable([*_packaged_cjk(), *CJK_CANDIDATES, *_fc_list(":lang=zh")], "你好")
 
 
 def cjk_available() -> bool:

@@ -35,17 +35,23 @@ class Stage:
         """Map RGB ``uint8`` images ``(H, W, 3)`` to one value per image for each of ``columns``."""
         raise NotImplementedError
 
+    def process_rows(self, batch: dict[str, np.ndarray], rows: list[int]) -> dict[str, list]:
+        """One value per row in ``rows`` for each of ``columns``. The default hands the pixels to :meth:`process`;
+        stages that read columns of earlier stages override this instead."""
+        return self.process([batch["pixels"][i] for i in rows])
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch["source_uri"])
         out = {name: [_empty(dtype)] * n for name, dtype in self.columns.items()}
         todo = [i for i in range(n) if "pixels" in batch and batch["pixels"][i].size > 0]
         try:
-            self._assign(out, todo, self.process([batch["pixels"][i] for i in todo]))
+            if todo:
+                self._assign(out, todo, self.process_rows(batch, todo))
         except Exception:  # one bad row must not sink the batch: redo row by row to find it
             log.exception("stage %s failed on a batch of %d rows; retrying row by row", self.name, len(todo))
             for i in todo:
                 try:
-                    self._assign(out, [i], self.process([batch["pixels"][i]]))
+                    self._assign(out, [i], self.process_rows(batch, [i]))
                 except Exception as exc:
                     _record_error(batch, i, f"stage_error: {self.name}: {type(exc).__name__}: {exc}")
         for name, dtype in self.columns.items():
