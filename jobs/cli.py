@@ -65,6 +65,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import train_demo_models
+
+    print(json.dumps(train_demo_models(), sort_keys=True, default=str))
+    return 0
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from jobs.eval_cam import run_eval_cam
 
@@ -73,6 +80,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     for key, value in result.items():
         print(f"{key:<14} {value}")
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _cmd_eval_objects(args: argparse.Namespace) -> int:
+    from jobs.config import load_config
+    from jobs.eval_objects import format_table, run_eval_objects
+
+    cfg = load_config(args.config).stages.objects if args.config else None
+    result = run_eval_objects(args.manifest, cfg)
+    print(format_table(result))
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -115,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_cam.add_argument("--config", required=True, help="YAML (see configs/train_cam.yaml)")
     train_cam.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     train_cam.set_defaults(func=_cmd_train)
+    train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
+    train_demo.set_defaults(func=_cmd_train_demo)
 
     evaluate = sub.add_parser("eval", help="evaluate a model; the last line is one JSON object")
     eval_sub = evaluate.add_subparsers(dest="model", required=True)
@@ -125,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cam.add_argument("--image-types", default="photo", help="comma-separated: photo,sketch,cartoon")
     eval_cam.add_argument("--cam-class", choices=["gt", "pred"], default="gt", help="CAM of the GT or predicted class")
     eval_cam.set_defaults(func=_cmd_eval)
+    eval_objects = eval_sub.add_parser("objects", help="face and person recall and precision at IoU 0.5")
+    eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")
+    eval_objects.add_argument("--config", help="score YAML whose stages.objects picks the detector; default: opencv")
+    eval_objects.set_defaults(func=_cmd_eval_objects)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)

@@ -5,9 +5,18 @@ from __future__ import annotations
 from jobs.config import StagesConfig
 from jobs.stages.base import ChainedStages, Stage
 from jobs.stages.cam import CamStage
+from jobs.stages.objects import ObjectsStage
+from jobs.stages.ocr import OcrStage
 from jobs.stages.quality import QualityStage
+from jobs.stages.text_embed import TextEmbedStage
 
-STAGES: dict[str, type[Stage]] = {QualityStage.name: QualityStage, CamStage.name: CamStage}
+STAGES: dict[str, type[Stage]] = {
+    QualityStage.name: QualityStage,
+    CamStage.name: CamStage,
+    OcrStage.name: OcrStage,
+    TextEmbedStage.name: TextEmbedStage,
+    ObjectsStage.name: ObjectsStage,
+}
 
 
 def build_stage(name: str, stages_cfg: StagesConfig) -> Stage:
