@@ -95,6 +95,17 @@ def _cmd_eval_objects(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_ocr(args: argparse.Namespace) -> int:
+    from jobs.config import load_config
+    from jobs.eval_ocr import run_eval_ocr, summary_table
+
+    cfg = load_config(args.config).stages.ocr if args.config else None
+    result = run_eval_ocr(args.manifest, tuple(args.splits.split(",")), cfg, limit=args.limit)
+    print(summary_table(result))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jobs.demo import run_demo
 
@@ -149,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")
     eval_objects.add_argument("--config", help="score YAML whose stages.objects picks the detector; default: opencv")
     eval_objects.set_defaults(func=_cmd_eval_objects)
+
+    eval_ocr = eval_sub.add_parser("ocr", help="character error rate and line recall, English and Chinese")
+    eval_ocr.add_argument("--manifest", required=True, help="corpus manifest URI (mediascore make-corpus)")
+    eval_ocr.add_argument("--splits", default="test", help="comma-separated splits")
+    eval_ocr.add_argument("--config", help="score YAML whose stages.ocr sets the engine; default: the defaults")
+    eval_ocr.add_argument("--limit", type=int, help="at most this many images")
+    eval_ocr.set_defaults(func=_cmd_eval_ocr)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)

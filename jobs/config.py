@@ -115,7 +115,7 @@ class OcrConfig(StrictModel):
     use_angle_cls: bool = Field(False, description="run the 0/180 degree line classifier before recognition")
     rec_batch_size: int = Field(16, ge=1, description="line crops per recognizer call, pooled across the batch")
     restore_spaces: bool = Field(True, description="put back spaces dropped between English words")
-    presence_side: int = Field(480, ge=0)
+    presence_side: int = Field(320, ge=0)
     presence_threshold: float = Field(0.5, ge=0, le=1)
     max_side: int = Field(2000, ge=64, description="larger images are scaled down to this before OCR")
     threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads per engine; 0: runtime default")

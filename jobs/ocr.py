@@ -11,11 +11,11 @@ recognizer session, for two reasons:
   usual gaps only. Word features downstream depend on it.
 
 A cheap text-presence check runs the detector on a smaller copy of the image first (shorter side
-``presence_side``, where full detection scales it to ``det_limit_side``) and only looks at its probability map;
-frames where no pixel reaches ``presence_threshold`` skip full detection and recognition. PP-OCRv4's detector
-misses text under about 20 pixels high at native size, so the check must not shrink images much: small text can
-still hide from it. It is a speed/recall trade-off, measured by ``mediascore eval ocr`` (``skipped_with_text``)
-and ``bench/stages.py``, and off with ``presence_side: 0``.
+``presence_side``, where full detection scales it up to ``det_limit_side``): frames where it finds no text region
+skip full detection and recognition. It pays on frames that are plainly text-free and costs extra on textured
+ones (the check fires, then full detection runs too), and small text can hide from it: a speed/recall trade-off
+that depends on the media, measured by ``mediascore eval ocr`` (``skipped_with_text``) and ``bench/stages.py``,
+and off with ``presence_side: 0``.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ class OcrEngine:
 
     def __init__(self, cfg: OcrConfig | None = None):
         from rapidocr_onnxruntime import RapidOCR
-        from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 
         self.cfg = cfg = cfg or OcrConfig()
         threads = {"intra_op_num_threads": cfg.threads} if cfg.threads else {}
@@ -220,18 +220,23 @@ class OcrEngine:
         )
         det = self.engine.text_det
         self._presence_pre = DetPreProcess(max(cfg.presence_side, 32), "min", det.mean, det.std)
+        self._presence_post = DBPostProcess(box_thresh=cfg.presence_threshold)
         rec = self.engine.text_rec
         self._alphabet = rec.postprocess_op.character
         self._rec_shape = rec.rec_image_shape
         self._words = english_words() if cfg.restore_spaces else frozenset()
 
     def text_present(self, bgr: np.ndarray) -> bool:
-        """The cheap check: the detector's text probability reaches ``presence_threshold`` somewhere on a copy
-        whose shorter side is ``presence_side`` (the full detector uses ``det_limit_side``)."""
+        """The cheap check: the detector finds a text region (mean probability at least ``presence_threshold``) on
+        a copy whose shorter side is ``presence_side`` (the full detector uses ``det_limit_side``)."""
         x = self._presence_pre(bgr)
         if x is None:
             return True  # the check cannot run on this shape: do not skip
-        return float(self.engine.text_det.infer(x)[0].max()) >= self.cfg.presence_threshold
+        prob = self.engine.text_det.infer(x)[0]
+        if float(prob.max()) < self.cfg.presence_threshold:
+            return False
+        boxes, _ = self._presence_post(prob, bgr.shape[:2])
+        return len(boxes) > 0
 
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Quadrilaterals ``(N, 4, 2)`` in original pixels, in reading order, and the rectified line crops."""

@@ -88,6 +88,53 @@ def cam_overlay(stage, pixels: np.ndarray, box) -> np.ndarray:
     return out
 
 
+OCR_COLOUR = (40, 220, 60)
+OBJECT_COLOURS = {"face": (255, 150, 0), "person": (60, 140, 255)}
+
+
+def _has(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and len(value) > 0
+
+
+def detections_overlay(pixels: np.ndarray, row) -> np.ndarray | None:
+    """OCR quadrilaterals (numbered, the text goes in the caption) and object boxes (coloured by label) drawn over
+    the frame; ``None`` when the row has neither."""
+    import cv2
+
+    quads, boxes = getattr(row, "ocr_boxes", None), getattr(row, "obj_boxes", None)
+    if not _has(quads) and not _has(boxes):
+        return None
+    out = np.ascontiguousarray(pixels.copy())
+    thick = max(2, pixels.shape[1] // 200)
+    for i, quad in enumerate(quads if _has(quads) else [], start=1):
+        pts = np.asarray(quad, np.int32).reshape(4, 2)
+        cv2.polylines(out, [pts], True, OCR_COLOUR, thick)
+        cv2.putText(out, str(i), (int(pts[0, 0]), max(12, int(pts[0, 1]) - 4)), cv2.FONT_HERSHEY_SIMPLEX,
+                    max(0.5, thick / 3), OCR_COLOUR, thick)  # fmt: skip
+    labels = getattr(row, "obj_labels", None)
+    for box, label in zip(boxes if _has(boxes) else [], labels if _has(labels) else [], strict=False):
+        x0, y0, x1, y1 = (int(v) for v in box)
+        colour = OBJECT_COLOURS.get(str(label), (255, 255, 255))
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), colour, thick)
+        cv2.putText(out, str(label), (x0, max(12, y0 - 4)), cv2.FONT_HERSHEY_SIMPLEX, max(0.5, thick / 3), colour,
+                    thick)  # fmt: skip
+    return out
+
+
+def _caption_extras(r) -> str:
+    parts = []
+    lines = getattr(r, "ocr_lines", None)
+    if _has(lines):
+        parts.append("OCR: " + " | ".join(f"{i}. <b>{html.escape(str(t))}</b>" for i, t in enumerate(lines, 1)))
+    elif isinstance(getattr(r, "ocr_text", None), str):
+        parts.append("OCR: no text" + (" (presence check)" if getattr(r, "ocr_skipped", False) else ""))
+    labels = getattr(r, "obj_labels", None)
+    if _has(labels):
+        counts = pd.Series(list(labels)).value_counts()
+        parts.append("objects: " + ", ".join(f"{n} {html.escape(str(k))}" for k, n in counts.items()))
+    return "<br>".join(parts)
+
+
 def _cam_stage(output_uri: str):
     """The run's CAM stage, rebuilt from its config, when the run had one."""
     job = read_json(storage.join(output_uri, "_job.json")) or {}
@@ -112,6 +159,9 @@ def _gallery(rows: pd.DataFrame, n: int, seed: int = 0, cam_stage=None) -> str:
             if cam_stage is not None:
                 overlay = cam_overlay(cam_stage, pixels, getattr(r, "cam_box", None))
                 img += f"<img src='data:image/jpeg;base64,{_thumb(overlay)}'>"
+            found = detections_overlay(pixels, r)
+            if found is not None:
+                img += f"<img src='data:image/jpeg;base64,{_thumb(found)}'>"
         except Exception as exc:  # the report must not fail on one unreadable source
             img = f"<i>cannot show: {html.escape(str(exc))}</i>"
         stats = " ".join(
@@ -121,6 +171,8 @@ def _gallery(rows: pd.DataFrame, n: int, seed: int = 0, cam_stage=None) -> str:
         )
         if isinstance(getattr(r, "cam_class", None), str):
             stats = f"CAM: <b>{html.escape(r.cam_class)}</b> p={r.cam_score:.2f} area={r.cam_mask_area:.2f}<br>{stats}"
+        extras = _caption_extras(r)
+        stats = f"{extras}<br>{stats}" if extras else stats
         name = html.escape(r.source_uri.rsplit("/", 1)[-1])
         where = f"frame {r.frame_index} @ {r.timestamp_s:.2f}s" if r.media_type == "video" else "image"
         cells.append(f"<figure>{img}<figcaption><b>{name}</b> {where}<br><small>{stats}</small></figcaption></figure>")
@@ -139,8 +191,10 @@ def build_report(output_uri: str, samples: int = 12) -> str:
     rows, dead = _read_folder(output_uri, "rows"), _read_folder(output_uri, "dead_letter")
     errors = summary.pop("errors_by_reason", {})
     summary.pop("locations", None)
-    quality = [c for c in rows.columns if c.startswith("quality_")]
-    hists = "".join(histogram_svg(rows[c].to_numpy(dtype=float), c) for c in quality if rows[c].notna().any())
+    numeric = [c for c in rows.columns if c.startswith("quality_")] + [
+        c for c in ("cam_score", "cam_mask_area", "ocr_count", "text_token_count", "obj_count") if c in rows.columns
+    ]
+    hists = "".join(histogram_svg(rows[c].to_numpy(dtype=float), c) for c in numeric if rows[c].notna().any())
     dead_rows = "".join(
         f"<tr><td>{html.escape(r.source_uri)}</td><td>{html.escape(r.error_code)}</td><td>{html.escape(r.error)}</td></tr>"
         for r in dead.head(100).itertuples()
@@ -149,7 +203,7 @@ def build_report(output_uri: str, samples: int = 12) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>mediascore report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;
 padding:3px 8px;text-align:left;font-size:13px}} .hist{{display:inline-block;margin:8px}} .gallery{{display:flex;
-flex-wrap:wrap}} figure{{margin:6px;font-size:11px;max-width:{2 * THUMB_WIDTH + 8}px}}
+flex-wrap:wrap}} figure{{margin:6px;font-size:11px;max-width:{3 * THUMB_WIDTH + 12}px}}
 figure img{{margin-right:4px}}</style></head><body>
 <h1>mediascore score report</h1><p>{html.escape(output_uri)}</p>
 <h2>Summary</h2>{_table(summary)}
