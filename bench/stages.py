@@ -40,7 +40,7 @@ Each side also records what it produced (OCR text, object count, token count per
 of rows where both sides got the same. The last line is one JSON object: ``ratio_ocr``, ``ratio_text_embed``,
 ``ratio_objects``, ``text_check_saving`` (null for stages not run) and the figures behind them.
 
-    python bench/stages.py [--n 48] [--seed 0] [--stages ocr,text_embed,objects] [--concurrency CORES]
+    python bench/stages.py [--n 96] [--seed 0] [--stages ocr,text_embed,objects] [--concurrency CORES]
 """
 
 from __future__ import annotations
@@ -421,7 +421,7 @@ def run(args: argparse.Namespace, cores: int) -> dict:
 def main() -> None:
     cores = _cores()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=48, help="images, half of them with text")
+    parser.add_argument("--n", type=int, default=96, help="images, half of them with text")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stages", default=",".join(STAGES), help="a subset of " + ",".join(STAGES))
     parser.add_argument("--concurrency", type=int, default=cores, help="stage actors in the score (default: cores)")

@@ -227,8 +227,14 @@ class OcrEngine:
         self._words = english_words() if cfg.restore_spaces else frozenset()
 
     def text_present(self, bgr: np.ndarray) -> bool:
-        """The cheap check: the detector finds a text region (mean probability at least ``presence_threshold``) on
-        a copy whose shorter side is ``presence_side`` (the full detector uses ``det_limit_side``)."""
+        """The cheap check: the detector finds a text region (mean probability at least ``presence_threshold``, at
+        least ``presence_min_aspect`` times as wide as high) on a copy whose shorter side is ``presence_side`` (the
+        full detector uses ``det_limit_side``). The aspect test keeps faces and blob-like textures, on which the
+        detector also fires, from defeating the check; a lone square character can be missed by it."""
+        scale = self.cfg.presence_side / min(bgr.shape[:2])
+        if scale < 1:  # the detector's own "min" resize only scales up
+            size = (max(1, round(bgr.shape[1] * scale)), max(1, round(bgr.shape[0] * scale)))
+            bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_AREA)
         x = self._presence_pre(bgr)
         if x is None:
             return True  # the check cannot run on this shape: do not skip
@@ -236,7 +242,8 @@ class OcrEngine:
         if float(prob.max()) < self.cfg.presence_threshold:
             return False
         boxes, _ = self._presence_post(prob, bgr.shape[:2])
-        return len(boxes) > 0
+        min_aspect = self.cfg.presence_min_aspect
+        return any(np.linalg.norm(q[0] - q[1]) >= min_aspect * max(np.linalg.norm(q[0] - q[3]), 1.0) for q in boxes)
 
     def _detect(self, bgr: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """Quadrilaterals ``(N, 4, 2)`` in original pixels, in reading order, and the rectified line crops."""
