@@ -209,9 +209,10 @@ class OcrEngine:
         from rapidocr_onnxruntime.ch_ppocr_det.utils import DBPostProcess, DetPreProcess
 
         self.cfg = cfg = cfg or OcrConfig()
-        threads = {"intra_op_num_threads": cfg.threads} if cfg.threads else {}
+        # RapidOCR copies its global thread settings over the per-model ones, so they go in as global settings
+        threads = {"intra_op_num_threads": cfg.threads, "inter_op_num_threads": 1} if cfg.threads else {}
         self.engine = RapidOCR(
-            **{f"{part}_{k}": v for part in ("det", "cls", "rec") for k, v in threads.items()},
+            **threads,
             det_limit_side_len=cfg.det_limit_side,
             det_box_thresh=cfg.det_box_threshold,
             det_unclip_ratio=cfg.det_unclip_ratio,

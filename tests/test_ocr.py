@@ -103,3 +103,8 @@ def test_recognition_is_pooled_across_images(engine):
         type(session).__call__ = original
     assert [[line.text for line in r.lines] for r in results] == [["sale"], ["hotel", "taxi"]]
     assert calls == [3]  # one recognizer call for the three lines of the two images
+
+
+def test_thread_setting_reaches_every_onnx_session(engine):
+    sessions = [engine.engine.text_det.infer.session, engine.engine.text_rec.session.session]
+    assert [s.get_session_options().intra_op_num_threads for s in sessions] == [1, 1]
