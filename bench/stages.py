@@ -50,11 +50,8 @@ import functools
 import io
 import json
 import os
-import socket
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -65,7 +62,7 @@ from jobs.config import ScoreConfig, load_config
 from jobs.corpus.fonts import font, text_bbox
 from jobs.decode import decode_image
 from jobs.ingest import Decoder, MediaObject, list_inputs
-from jobs.s3server import EmbeddedS3
+from jobs.s3server import temporary_store
 from jobs.score import ScoreSummary, init_ray, run_score
 from jobs.stages import build_stage
 
@@ -433,16 +430,8 @@ def main() -> None:
     _one_thread()
 
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as home, socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        sock.close()
-        server = EmbeddedS3(home=Path(home), port=port)
-        os.environ.update(server.up().env())
-        try:
-            results = run(args, cores)
-        finally:
-            server.down()
+    with temporary_store():
+        results = run(args, cores)
     print(_table(results, args.concurrency))
     figures = {
         "ratio_ocr": results.get("ocr", {}).get("ratio"),

@@ -196,5 +196,21 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+@contextlib.contextmanager
+def temporary_store():
+    """An embedded store in a temporary folder on a free port, with the ``AWS_*`` variables of this process pointing
+    at it while the block runs (benchmarks use it); the server stops and its data go at the end."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as home:
+        server = EmbeddedS3(home=Path(home), port=_free_port())
+        state = server.up()
+        os.environ.update(state.env())
+        try:
+            yield state
+        finally:
+            server.down()
+
+
 def export_lines(state: ServerState) -> str:
     return "\n".join(f"export {k}={v}" for k, v in state.env().items())
