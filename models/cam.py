@@ -106,3 +106,45 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def block_box(attention: Tensor, grid: int, select: str = "max", threshold: float = 0.5, margin: float = 0.0) -> Tensor:
+    """The key region of attention maps ``(B, h, w)`` as boxes ``(B, 4)`` in ``[0, 1]`` image coordinates.
+
+    The map is divided into ``grid x grid`` blocks and each block's mean taken. ``"max"`` keeps the block with the
+    highest mean; ``"threshold"`` keeps every block whose mean is at least ``threshold`` times the highest (so it
+    is never empty) and returns the box around them. Each block maps back to the image region it covers (the
+    feature map spans the image), grown by ``margin`` block sizes on every side and clipped to the image.
+    """
+    if attention.ndim != 3:
+        raise ValueError(f"expected (B, h, w), got shape {tuple(attention.shape)}")
+    if select not in ("max", "threshold"):
+        raise ValueError(f"unknown block selection {select!r}; valid: max, threshold")
+    means = F.adaptive_avg_pool2d(attention[:, None].float(), grid)[:, 0]  # (B, g, g)
+    flat = means.flatten(1)  # (B, g*g)
+    if select == "max":
+        keep = F.one_hot(flat.argmax(dim=1), grid * grid).bool()
+    else:
+        keep = flat >= threshold * flat.amax(dim=1, keepdim=True)
+    keep = keep.view(-1, grid, grid)
+    rows, cols = keep.any(dim=2), keep.any(dim=1)  # (B, g) each
+    idx = torch.arange(grid, device=attention.device)
+    big = grid + 1
+    y0 = torch.where(rows, idx, big).amin(dim=1).float()
+    y1 = torch.where(rows, idx, -1).amax(dim=1).float() + 1
+    x0 = torch.where(cols, idx, big).amin(dim=1).float()
+    x1 = torch.where(cols, idx, -1).amax(dim=1).float() + 1
+    boxes = torch.stack([x0 - margin, y0 - margin, x1 + margin, y1 + margin], dim=1) / grid
+    return boxes.clamp(0.0, 1.0)
+
+
+def crop_resize(images: Tensor, boxes01: Tensor, size: int) -> Tensor:
+    """Crop ``(B, C, H, W)`` to boxes ``(B, 4)`` in ``[0, 1]`` coordinates and resize to ``size`` (bilinear)."""
+    x0, y0, x1, y1 = boxes01.to(images.dtype).unbind(dim=1)
+    theta = torch.zeros(len(images), 2, 3, dtype=images.dtype, device=images.device)
+    theta[:, 0, 0] = x1 - x0  # the output grid's [-1, 1] spans the box
+    theta[:, 0, 2] = x0 + x1 - 1
+    theta[:, 1, 1] = y1 - y0
+    theta[:, 1, 2] = y0 + y1 - 1
+    grid = F.affine_grid(theta, [len(images), images.shape[1], size, size], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

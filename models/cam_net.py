@@ -177,8 +177,24 @@ class CamNet(nn.Module):
         feats = self.forward_features(x)  # (B, K, h, w)
         logits = self.forward_head(feats)
         idx = logits.argmax(dim=1) if class_idx is None else class_idx.to(device=x.device, dtype=torch.long)
-        weights = self.fc.weight[idx]  # (B, K)
-        return logits, torch.einsum("bk,bkhw->bhw", weights, feats)
+        return logits, self.cam_from_features(feats, idx)
+
+    def weighted_features(self, feats: Tensor, class_idx: Tensor) -> Tensor:
+        """Each channel of ``feats`` ``(B, K, h, w)`` times its FC weight for ``class_idx`` ``(B,)``."""
+        weights = self.fc.weight[class_idx.to(device=feats.device, dtype=torch.long)]  # (B, K)
+        return weights[:, :, None, None] * feats
+
+    def cam_from_features(self, feats: Tensor, class_idx: Tensor, fusion: str = "sum") -> Tensor:
+        """The CAM ``(B, h, w)`` of ``class_idx`` from a feature map ``(B, K, h, w)``: the class-weighted channels
+        fused per position by ``"sum"`` (the classic CAM), ``"mean"`` (the same map divided by K) or ``"max"``."""
+        weighted = self.weighted_features(feats, class_idx)
+        if fusion == "sum":
+            return weighted.sum(dim=1)
+        if fusion == "mean":
+            return weighted.mean(dim=1)
+        if fusion == "max":
+            return weighted.amax(dim=1)
+        raise ValueError(f"unknown channel fusion {fusion!r}; valid: sum, mean, max")
 
 
 def build_cam_net(cfg: CamNetConfig) -> CamNet:

@@ -28,7 +28,16 @@ def _build_cam_net_from_dict(config: Mapping[str, Any]) -> nn.Module:
     return build_cam_net(cam_net_config_from_dict(config))
 
 
-BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {"cam_net": _build_cam_net_from_dict}
+def _build_fusion_from_dict(config: Mapping[str, Any]) -> nn.Module:
+    from models.fusion import build_fusion, fusion_config_from_dict
+
+    return build_fusion(fusion_config_from_dict(config))
+
+
+BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
+    "cam_net": _build_cam_net_from_dict,
+    "fusion": _build_fusion_from_dict,
+}
 """Builder name -> function from the stored config dict to a fresh model."""
 
 
