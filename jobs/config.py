@@ -160,6 +160,15 @@ class ObjectsConfig(StrictModel):
     resources: Resources = Resources(num_cpus=1.0, batch_size=8, concurrency=1)
 
 
+class FusionStageConfig(StrictModel):
+    """The fusion scorer stage (risk score, class, modality weights, key region). It reads the ``text_*`` and
+    ``obj_*`` columns, so ``text_embed`` and ``objects`` run before it."""
+
+    checkpoint: str | None = Field(None, description="URI of a checkpoint written by `mediascore train fusion`")
+    threshold: float = Field(0.5, ge=0, le=1, description="score at or above which the class is the positive one")
+    resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
+
+
 class StagesConfig(StrictModel):
     """The stages to run, in order, and one section per stage."""
 
@@ -174,6 +183,7 @@ class StagesConfig(StrictModel):
     ocr: OcrConfig = OcrConfig()
     text_embed: TextEmbedConfig = TextEmbedConfig()
     objects: ObjectsConfig = ObjectsConfig()
+    fusion: FusionStageConfig = FusionStageConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:
@@ -185,6 +195,13 @@ class StagesConfig(StrictModel):
             raise ValueError(f"stages.run lists a stage twice: {self.run}")
         if "text_embed" in self.run and ("ocr" not in self.run or self.run.index("ocr") > self.run.index("text_embed")):
             raise ValueError("stages.run: text_embed encodes the OCR text, so ocr must come before it")
+        if "fusion" in self.run:
+            before = self.run[: self.run.index("fusion")]
+            if "text_embed" not in before or "objects" not in before:
+                raise ValueError(
+                    "stages.run: fusion reads the text and object columns, so text_embed and objects "
+                    "must come before it"
+                )
         return self
 
 

@@ -39,6 +39,7 @@ from itertools import pairwise
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.cam import block_box, crop_resize, normalize_cam
@@ -68,6 +69,10 @@ class FusionConfig:
         text_hidden: width of the word and sentence FC layers.
         text_mapping_layers: FC layers of the text feature mapping after the concatenation.
         max_objects: object token slots.
+        style_size: side of the whole image fed to the upstream CNN (its training size).
+        object_size: side of each object crop fed to the upstream CNN.
+        image_size: side of the whole image fed to the key module.
+        map_side: upstream maps are average-pooled to this side (what the training cache stores).
         upstream: ``CamNetConfig`` fields of the frozen upstream CNN (the CAM localizer's backbone).
         freeze_upstream: keep the upstream CNN frozen (claim 10); false trains it jointly (needs pixel batches).
         key_backbone: ``CamNetConfig`` fields of the key module's global CNN (its FC layer is the auxiliary head).
@@ -95,6 +100,10 @@ class FusionConfig:
     text_hidden: int = 128
     text_mapping_layers: int = 1
     max_objects: int = 4
+    style_size: int = 64
+    object_size: int = 64
+    image_size: int = 96
+    map_side: int = 4
     upstream: dict = field(default_factory=lambda: _tiny(6))
     freeze_upstream: bool = True
     key_backbone: dict = field(default_factory=lambda: _tiny(2))
@@ -133,6 +142,8 @@ class FusionConfig:
             raise ValueError(f"dim {self.dim} must be a multiple of heads {self.heads}")
         for name in ("upstream", "key_backbone", "key_encoder"):
             setattr(self, name, asdict(cam_net_config_from_dict(getattr(self, name))))
+        if min(self.style_size, self.object_size, self.image_size, self.map_side) < 1:
+            raise ValueError("input sizes and map_side must be positive")
         if self.key_backbone["num_classes"] != self.num_classes:
             raise ValueError("key_backbone.num_classes must equal num_classes (its FC layer is the auxiliary head)")
 
@@ -257,7 +268,8 @@ class FusionScorer(nn.Module):
     def upstream_maps(self, images: Tensor) -> Tensor:
         """Upstream feature maps ``(N, C, h, w)`` of normalized images ``(N, 3, S, S)``."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.freeze_upstream):
-            return self.upstream.forward_features(images)
+            maps = self.upstream.forward_features(images)  # (N, C, h, w)
+            return F.adaptive_avg_pool2d(maps, self.cfg.map_side)  # (N, C, map_side, map_side)
 
     def _score(self, x: Tensor, kind: int) -> Tensor:
         """Weight logit ``(B,)`` of mapped maps ``(B, dim, h, w)`` of token kind ``kind``."""

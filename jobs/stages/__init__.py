@@ -5,6 +5,7 @@ from __future__ import annotations
 from jobs.config import StagesConfig
 from jobs.stages.base import ChainedStages, Stage
 from jobs.stages.cam import CamStage
+from jobs.stages.fusion import FusionStage
 from jobs.stages.objects import ObjectsStage
 from jobs.stages.ocr import OcrStage
 from jobs.stages.quality import QualityStage
@@ -16,6 +17,7 @@ STAGES: dict[str, type[Stage]] = {
     OcrStage.name: OcrStage,
     TextEmbedStage.name: TextEmbedStage,
     ObjectsStage.name: ObjectsStage,
+    FusionStage.name: FusionStage,
 }
 
 
