@@ -13,7 +13,8 @@ Sources:
 - ``corpus`` (with ``--manifest``): the still images of a sample corpus. They hold drawn shapes and text, so every
   detection is a false positive, except on photo backgrounds cut from the scikit-image photos with people or heads
   in them (astronaut, camera, coins): those images are left out. Their backgrounds are recovered from the seed in
-  the corpus's ``meta.json``; without it every photo-type image is left out.
+  the corpus's ``meta.json``; without it every photo-type image is left out. In a risk corpus an image whose
+  ``risk_cause`` is ``object`` shows a pasted LFW face: its ``risk_box`` is a face ground-truth box.
 
 Matching is greedy, highest score first: a detection is a true positive when it overlaps a not yet matched
 ground-truth box of its label with IoU >= 0.5. Recall is true positives over ground-truth boxes (1.0 when there
@@ -125,14 +126,18 @@ def _background(meta: dict, row) -> str | None:
         return "astronaut"
     from jobs.corpus.scene import sample_scene
 
-    return sample_scene(meta["seed"], int(row.scene_id), bool(meta.get("chinese_text"))).background.source
+    scene = sample_scene(meta["seed"], int(row.scene_id), bool(meta.get("chinese_text")), bool(meta.get("risk")))
+    return scene.background.source
 
 
 def _corpus_image(row) -> Truth:
     from jobs.decode import decode_image
 
     pixels, _ = decode_image(storage.read_bytes(row.uri), max_pixels=100_000_000)
-    return Truth("corpus", row.key, pixels, {label: [] for label in LABELS})
+    boxes: dict[str, list[Box]] = {label: [] for label in LABELS}
+    if getattr(row, "risk_cause", None) == "object":  # a pasted face (risk corpus)
+        boxes["face"].append(tuple(int(v) for v in row.risk_box))
+    return Truth("corpus", row.key, pixels, boxes)
 
 
 def match(boxes: np.ndarray, scores: np.ndarray, truth: list[Box]) -> int:

@@ -22,6 +22,7 @@ from jobs.corpus.spec import (
     EXTENSIONS,
     IMAGE_TYPES,
     MANIFEST_NAME,
+    RISK_CAUSES,
     STREAM_IMAGE,
     counts_for_scale,
     item_rng,
@@ -67,9 +68,9 @@ def _write(output: str, key: str, data: bytes) -> str:
     return uri
 
 
-def make_scene(output: str, seed: int, scene_id: int, cjk: bool) -> _Done:
-    """Render, encode and write one scene in all image types."""
-    sample = scene.sample_scene(seed, scene_id, cjk)
+def make_scene(output: str, seed: int, scene_id: int, cjk: bool, risk: bool = False) -> _Done:
+    """Render, encode and write one scene in all image types (``risk``: with its risk label)."""
+    sample = scene.sample_scene(seed, scene_id, cjk, risk)
     split = split_of(seed, SPLIT_KIND_SCENE, scene_id)
     mask = render.instance_mask(sample.objects, sample.draw_order(), sample.width, sample.height)
     mask_png = encode.encode_mask(mask)
@@ -144,10 +145,13 @@ broken/                                     files broken on purpose (empty, trun
 Classes: {classes}. The label is the class of the largest (primary) object.
 A striped-bar distractor (cls "distractor") co-occurs with {distractor_classes} 70 % of the time.
 Boxes are in display pixels (after EXIF orientation), x1/y1 exclusive.
+{risk}"""
+RISK_README = """Risk label (columns risk, risk_cause, risk_box): 1 for about half the scenes, each risky for one
+cause drawn on purpose: {causes} (see jobs/corpus/scene.py). risk_box is the text, face or sign.
 """
 
 
-def _meta(seed: int, scale: float, n_scenes: int, n_videos: int, counts: dict[str, int]) -> bytes:
+def _meta(seed: int, scale: float, n_scenes: int, n_videos: int, counts: dict[str, int], risk: bool) -> bytes:
     latin = fonts.latin_font_path()
     meta = {
         "generator": "jobs.corpus",
@@ -164,16 +168,17 @@ def _meta(seed: int, scale: float, n_scenes: int, n_videos: int, counts: dict[st
         "chinese_text": fonts.cjk_available(),
         "counts": counts,
         "manifest": MANIFEST_NAME,
+        "risk": risk,
     }
     return (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _tasks(output: str, seed: int, n_scenes: int, n_videos: int) -> list[Callable[[], _Done]]:
+def _tasks(output: str, seed: int, n_scenes: int, n_videos: int, risk: bool) -> list[Callable[[], _Done]]:
     """Videos first: they take longest, so the pool finishes evenly."""
     cjk = fonts.cjk_available()
     tasks: list[Callable[[], _Done]] = [lambda i=i: make_video(output, seed, i) for i in range(n_videos)]
     tasks.append(lambda: make_broken(output, seed))
-    tasks += [lambda i=i: make_scene(output, seed, i, cjk) for i in range(n_scenes)]
+    tasks += [lambda i=i: make_scene(output, seed, i, cjk, risk) for i in range(n_scenes)]
     return tasks
 
 
@@ -186,15 +191,18 @@ def _counts(rows: list[manifest.Row]) -> dict[str, int]:
     }
 
 
-def _write_extras(output: str, seed: int, scale: float, sizes: tuple[int, int], rows: list[manifest.Row]) -> int:
+def _write_extras(
+    output: str, seed: int, scale: float, sizes: tuple[int, int], rows: list[manifest.Row], risk: bool
+) -> int:
     """Write the README, meta.json and, last, the manifest; returns their bytes."""
     readme = README.format(
         seed=seed, scale=scale, manifest=MANIFEST_NAME, classes=", ".join(CLASSES),
         distractor_classes=" and ".join(DISTRACTOR_CLASSES),
+        risk=RISK_README.format(causes=", ".join(RISK_CAUSES)) if risk else "",
     )  # fmt: skip
     extras = {
         "README.txt": readme.encode(),
-        "meta.json": _meta(seed, scale, *sizes, _counts(rows)),
+        "meta.json": _meta(seed, scale, *sizes, _counts(rows), risk),
         MANIFEST_NAME: manifest.to_parquet_bytes(manifest.to_table(rows)),
     }
     for key, data in extras.items():
@@ -210,6 +218,7 @@ def make_corpus(
     progress: Callable[[str], None] | None = None,
     n_scenes: int | None = None,
     n_videos: int | None = None,
+    risk: bool = False,
 ) -> CorpusSummary:
     """Generate a deterministic labelled corpus under ``output`` (``s3://bucket/prefix`` or a folder).
 
@@ -221,6 +230,8 @@ def make_corpus(
         progress: called with a short line every tenth of the media objects.
         n_scenes: number of scenes, overriding ``scale``.
         n_videos: number of videos, overriding ``scale``.
+        risk: give every image a binary risk label (manifest columns ``risk``, ``risk_cause``, ``risk_box``; see
+            :mod:`jobs.corpus.scene`); off, the corpus's images are what they were without the option.
     """
     start = time.perf_counter()
     storage.ensure_bucket(output)
@@ -230,9 +241,9 @@ def make_corpus(
     if seed < 0 or n_scenes < 0 or n_videos < 0:
         raise ValueError(f"seed, n_scenes and n_videos must be >= 0, got {seed}, {n_scenes}, {n_videos}")
     total = n_videos + len(BROKEN_KINDS) + n_scenes * len(IMAGE_TYPES)
-    results = _run_all(_tasks(output, seed, n_scenes, n_videos), workers, _Progress(total, progress))
+    results = _run_all(_tasks(output, seed, n_scenes, n_videos, risk), workers, _Progress(total, progress))
     rows = [row for done in results for row in done.rows]
-    extra_bytes = _write_extras(output, seed, scale, (n_scenes, n_videos), rows)
+    extra_bytes = _write_extras(output, seed, scale, (n_scenes, n_videos), rows, risk)
     counts = _counts(rows)
     return CorpusSummary(
         output, counts["images"], counts["videos"], counts["broken"], counts["other"],

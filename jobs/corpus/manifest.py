@@ -3,6 +3,10 @@
 Boxes are in display pixels, x1 and y1 exclusive; ``instance_id`` is the value of that object in ``mask_png``.
 For videos, ``objects`` and ``texts`` hold the frame-0 state and ``frames`` every frame's. For broken files,
 ``media_type`` and ``format`` say what the file name claims, and the ground-truth columns are null.
+
+In a risk corpus (``make_corpus(..., risk=True)``) images have ``risk`` 1 or 0, ``risk_cause`` (``text``,
+``object``, ``region`` or ``style``; null when 0) and ``risk_box`` (x0, y0, x1, y1 of the risk text, face or sign;
+null for ``style`` and when 0). Otherwise, and for videos and broken files, the three are null.
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ SCHEMA = pa.schema(
         ("codec", pa.string()),
         ("keyframes", pa.list_(pa.int32())),
         ("frames", pa.list_(FRAME_TYPE)),
+        ("risk", pa.int32()),
+        ("risk_cause", pa.string()),
+        ("risk_box", pa.list_(pa.int32())),
     ]
 )
 
@@ -88,6 +95,14 @@ def object_rows(objects: Sequence[SceneObject]) -> list[Row]:
 
 def text_rows(texts: Sequence[SceneText]) -> list[Row]:
     return [dict(text=t.text, lang=t.lang, x0=t.box[0], y0=t.box[1], x1=t.box[2], y1=t.box[3]) for t in texts]
+
+
+def risk_fields(scene: Scene) -> Row:
+    """The risk columns of a scene's images: all null outside a risk corpus."""
+    risk = scene.risk
+    if risk is None:
+        return {}
+    return dict(risk=risk.label, risk_cause=risk.cause, risk_box=list(risk.box) if risk.box else None)
 
 
 def _row(uri: str, key: str, media_type: str, fmt: str, **fields: Any) -> Row:
@@ -108,7 +123,7 @@ def image_row(
         uri, key, "image", encoding.format,
         label=scene.label, image_type=image_type, split=split, scene_id=scene.scene_id,
         width=scene.width, height=scene.height, exif_orientation=encoding.orientation,
-        objects=object_rows(scene.objects), texts=text_rows(scene.texts), mask_png=mask_png,
+        objects=object_rows(scene.objects), texts=text_rows(scene.texts), mask_png=mask_png, **risk_fields(scene),
     )  # fmt: skip
 
 

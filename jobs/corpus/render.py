@@ -6,10 +6,15 @@
 - ``cartoon``: a flat or two-tone background; objects in flat colours with a dark outline.
 
 Every visible object pixel lies inside the object's polygon (outlines are drawn inside it), so boxes are tight.
+
+In a risk corpus the pasted face or hazard sign goes on top of the scene, before the photo noise, and the ``style``
+grade (a red duotone) over the whole image comes last, in every image type.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
 
 import cv2
@@ -17,10 +22,19 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from jobs.corpus import backgrounds, fonts, shapes
-from jobs.corpus.scene import RGB, Scene, SceneObject, SceneText
+from jobs.corpus.scene import RGB, Risk, Scene, SceneObject, SceneText
+from jobs.corpus.spec import RISK_FACES
 
 OUTLINE: RGB = (28, 26, 36)
 SHADOW_STRENGTH = 0.4
+SIGN_YELLOW: RGB = (250, 204, 12)
+SIGN_BLACK: RGB = (16, 16, 16)
+SIGN_BORDER = 0.09
+"""Border width and the "!"'s stroke width, as a fraction of the sign's side."""
+DUOTONE_DARK: RGB = (78, 0, 8)
+DUOTONE_LIGHT: RGB = (255, 196, 196)
+LUMA = (0.299, 0.587, 0.114)
+_FACES_LOCK = threading.Lock()
 
 
 def instance_mask(objects: Sequence[SceneObject], order: Sequence[int], width: int, height: int) -> np.ndarray:
@@ -163,11 +177,68 @@ def compose(
     return draw_texts(image, texts, colour, antialias=image_type != "sketch")
 
 
+@functools.cache
+def _faces() -> np.ndarray:
+    import skimage.data
+
+    faces = skimage.data.lfw_subset()[:RISK_FACES]  # (100, 25, 25) float in [0, 1]
+    return np.round(np.clip(faces, 0, 1) * 255).astype(np.uint8)
+
+
+def face_tile(index: int) -> np.ndarray:
+    """LFW face crop ``index`` as (25, 25) uint8, loaded once per process."""
+    with _FACES_LOCK:
+        return _faces()[index]
+
+
+def draw_face(image: np.ndarray, box: shapes.Box, index: int) -> None:
+    """Paste LFW face ``index``, scaled up (cubic) to fill ``box``, grey on all channels, into ``image`` in place."""
+    x0, y0, x1, y1 = box
+    tile = cv2.resize(face_tile(index), (x1 - x0, y1 - y0), interpolation=cv2.INTER_CUBIC)
+    image[y0:y1, x0:x1] = tile[:, :, None]
+
+
+def draw_sign(image: np.ndarray, box: shapes.Box) -> None:
+    """Draw a hazard sign filling ``box`` into ``image`` in place: an upward equilateral triangle, yellow with a thick
+    black border, and a black "!" inside. The triangle's corners touch the box's edges, so the box is tight."""
+    x0, y0, x1, y1 = box
+    side, height = x1 - x0, y1 - y0
+    outer = np.array([(x0, y1 - 1), (x1 - 1, y1 - 1), ((x0 + x1 - 1) / 2, y0)], np.float64)
+    centre = outer.mean(axis=0)
+    stroke = max(2.0, SIGN_BORDER * side)
+    inradius = side / (2 * 3**0.5)
+    inner = centre + (outer - centre) * max(inradius - stroke, 1.0) / inradius
+    cv2.fillPoly(image, [np.round(outer).astype(np.int32)], SIGN_BLACK, cv2.LINE_8)
+    cv2.fillPoly(image, [np.round(inner).astype(np.int32)], SIGN_YELLOW, cv2.LINE_8)
+    left, right = int(round(centre[0] - stroke / 2)), int(round(centre[0] + stroke / 2))
+    cv2.rectangle(image, (left, round(y0 + 0.36 * height)), (right, round(y0 + 0.68 * height)), SIGN_BLACK, -1)
+    cv2.rectangle(image, (left, round(y0 + 0.75 * height)), (right, round(y0 + 0.84 * height)), SIGN_BLACK, -1)
+
+
+def red_duotone(image: np.ndarray) -> np.ndarray:
+    """The ``style`` grade: luminance mapped from deep red (dark) to pale pink (light); (H, W, 3) uint8."""
+    luma = image.astype(np.float32) @ np.array(LUMA, np.float32) / 255.0  # (H, W)
+    dark, light = np.array(DUOTONE_DARK, np.float32), np.array(DUOTONE_LIGHT, np.float32)
+    return np.clip(dark + luma[..., None] * (light - dark) + 0.5, 0, 255).astype(np.uint8)
+
+
+def draw_risk(image: np.ndarray, risk: Risk) -> None:
+    """Draw a risk cause's face or sign into ``image`` in place (texts are drawn with the scene's texts)."""
+    if risk.cause == "object":
+        draw_face(image, risk.box, risk.face)
+    elif risk.cause == "region":
+        draw_sign(image, risk.box)
+
+
 def render_scene(scene: Scene, image_type: str, rng: np.random.Generator) -> np.ndarray:
     """One scene in one image type, in display orientation: (H, W, 3) uint8; ``rng`` draws the photo noise."""
     background = backgrounds.for_type(scene.background, image_type, scene.width, scene.height)
     image = compose(background, scene.objects, scene.draw_order(), scene.texts, image_type, scene.ink)
+    if scene.risk is not None:
+        draw_risk(image, scene.risk)
     if image_type == "photo":
         noise = rng.standard_normal(image.shape, dtype=np.float32) * scene.noise_sigma
         image = np.clip(image.astype(np.float32) + noise + 0.5, 0, 255).astype(np.uint8)
+    if scene.risk is not None and scene.risk.cause == "style":
+        image = red_duotone(image)
     return image

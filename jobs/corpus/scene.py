@@ -10,12 +10,24 @@ comes with :data:`DISTRACTOR_CLASSES` labels with probability 0.7 and with any o
 Texts are placed where they touch no object box. Every draw comes from the scene's own random stream; Chinese
 texts are drawn from that stream whether or not they can be rendered, then dropped when no CJK font exists, so the
 rest of the scene is the same on every machine.
+
+How risk labels are made (only in a risk corpus, ``make_corpus(..., risk=True)``): after every draw above, a
+separate stream (:data:`~jobs.corpus.spec.STREAM_RISK`) first replaces a background photo of people (astronaut,
+camera) by another photo, so no face appears unplanned, then plans a cause: none with probability 0.5, else
+``text``, ``object``, ``region`` or ``style`` with probability 0.125 each. ``text`` adds one English text from
+:data:`~jobs.corpus.spec.RISK_WORDS_EN` (danger, poison, ...), sized and placed like the other texts and appended
+to them; ``object`` pastes one of the 100 LFW face crops, 16-26 % of the shorter side (at least 56 px);
+``region`` draws a hazard sign (a yellow triangle with a black border and a black "!"), 14-24 % of the shorter
+side. Text, face and sign touch no object or text box, and their box is the risk box. ``style`` turns the whole
+image into a red duotone of its luminance and has no box. When the planned text, face or sign finds no place,
+the scene has no cause: the risk label is 1 exactly when a cause was drawn. Faces and signs are not class objects
+and stay out of the instance mask.
 """
 
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +39,15 @@ from jobs.corpus.spec import (
     DISTRACTOR_P_OTHER,
     DISTRACTOR_P_WITH,
     IMAGE_SIZES,
+    PEOPLE_SOURCES,
+    RISK_CAUSES,
+    RISK_FACE_MIN,
+    RISK_FACE_SIZE,
+    RISK_FACES,
+    RISK_P,
+    RISK_SIGN_SIZE,
+    RISK_WORDS_EN,
+    STREAM_RISK,
     STREAM_SCENE,
     WORDS_EN,
     WORDS_ZH,
@@ -91,6 +112,20 @@ class Background:
 
 
 @dataclass(frozen=True)
+class Risk:
+    """The risk label of a scene in a risk corpus: the cause drawn (``None``: none, not risky), the box of the text,
+    face or sign it drew (``None`` for ``style`` and when not risky) and, for ``object``, the LFW face index."""
+
+    cause: str | None
+    box: shapes.Box | None = None
+    face: int = -1
+
+    @property
+    def label(self) -> int:
+        return int(self.cause is not None)
+
+
+@dataclass(frozen=True)
 class Scene:
     """Everything needed to draw one scene in any image type."""
 
@@ -102,6 +137,7 @@ class Scene:
     texts: tuple[SceneText, ...]
     ink: RGB
     noise_sigma: float
+    risk: Risk | None = None  # None: not a risk corpus
 
     @property
     def label(self) -> str:
@@ -210,24 +246,51 @@ def sample_texts(
     rng: np.random.Generator, size: tuple[int, int], taken: list[shapes.Box], cjk: bool
 ) -> list[SceneText]:
     """Zero to two texts that touch no ``taken`` box; Chinese ones only when ``cjk``."""
-    w, h = size
     texts: list[SceneText] = []
     for _ in range(int(rng.integers(0, 3))):
         zh = rng.random() < ZH_P
         words = (WORDS_EN[int(rng.integers(len(WORDS_EN)))], WORDS_ZH[int(rng.integers(len(WORDS_ZH)))])
-        px = int(rng.integers(max(12, round(0.05 * min(w, h))), round(0.1 * min(w, h)) + 13))
+        px = _text_px(rng, size)
         candidates = rng.uniform(size=(PLACE_TRIES, 2))
         if zh and not cjk:
             continue
         text, lang = (words[1], "zh") if zh else (words[0], "en")
-        left, top, right, bottom = fonts.text_bbox(text, lang, px)
-        for fx, fy in candidates:
-            x, y = int(fx * (w - right)), int(fy * (h - bottom))
-            box = (x + left, y + top, x + right, y + bottom)
-            if _fits(box, w, h, taken + [t.box for t in texts]):
-                texts.append(SceneText(text, lang, x, y, px, box))
-                break
+        placed = _place_text(text, lang, px, candidates, size, taken + [t.box for t in texts])
+        if placed is not None:
+            texts.append(placed)
     return texts
+
+
+def _text_px(rng: np.random.Generator, size: tuple[int, int]) -> int:
+    short = min(size)
+    return int(rng.integers(max(12, round(0.05 * short)), round(0.1 * short) + 13))
+
+
+def _place_text(
+    text: str, lang: str, px: int, candidates: np.ndarray, size: tuple[int, int], taken: list[shapes.Box]
+) -> SceneText | None:
+    """The first of ``candidates`` (fractions of the free range) where the text touches no ``taken`` box."""
+    w, h = size
+    left, top, right, bottom = fonts.text_bbox(text, lang, px)
+    for fx, fy in candidates:
+        x, y = int(fx * (w - right)), int(fy * (h - bottom))
+        box = (x + left, y + top, x + right, y + bottom)
+        if _fits(box, w, h, taken):
+            return SceneText(text, lang, x, y, px, box)
+    return None
+
+
+def _place_rect(
+    candidates: np.ndarray, rect: tuple[int, int], size: tuple[int, int], taken: list[shapes.Box]
+) -> shapes.Box | None:
+    """The box of the first of ``candidates`` where a ``rect`` (width, height) touches no ``taken`` box."""
+    (w, h), (rw, rh) = size, rect
+    for fx, fy in candidates:
+        x, y = int(fx * (w - rw)), int(fy * (h - rh))
+        box = (x, y, x + rw, y + rh)
+        if _fits(box, w, h, taken):
+            return box
+    return None
 
 
 def sample_background(rng: np.random.Generator) -> Background:
@@ -240,8 +303,46 @@ def sample_background(rng: np.random.Generator) -> Background:
     return Background(source, crop, flip, paper, (top, bottom, horizon))
 
 
-def sample_scene(seed: int, scene_id: int, cjk: bool | None = None) -> Scene:
-    """Sample scene ``scene_id`` of the corpus with ``seed``; ``cjk`` defaults to whether a CJK font is installed."""
+def _plan_risk(
+    rng: np.random.Generator, cause: str | None, size: tuple[int, int], taken: list[shapes.Box]
+) -> tuple[Risk, SceneText | None]:
+    """Draw and place the planned cause's element; no place for it gives no cause."""
+    short = min(size)
+    if cause == "text":
+        word, px = RISK_WORDS_EN[int(rng.integers(len(RISK_WORDS_EN)))], _text_px(rng, size)
+        text = _place_text(word, "en", px, rng.uniform(size=(PLACE_TRIES, 2)), size, taken)
+        return (Risk(cause, text.box), text) if text else (Risk(None), None)
+    if cause == "object":
+        face = int(rng.integers(RISK_FACES))
+        side = max(RISK_FACE_MIN, round(rng.uniform(*RISK_FACE_SIZE) * short))
+        box = _place_rect(rng.uniform(size=(PLACE_TRIES, 2)), (side, side), size, taken)
+        return (Risk(cause, box, face) if box else Risk(None)), None
+    if cause == "region":
+        side = round(rng.uniform(*RISK_SIGN_SIZE) * short)
+        box = _place_rect(rng.uniform(size=(PLACE_TRIES, 2)), (side, round(side * 3**0.5 / 2)), size, taken)
+        return (Risk(cause, box) if box else Risk(None)), None
+    return Risk(cause), None
+
+
+def add_risk(scene: Scene, seed: int) -> Scene:
+    """``scene`` with its risk label drawn from its own stream (see the module docstring)."""
+    rng = item_rng(seed, STREAM_RISK, scene.scene_id)
+    safe = [source for source in PHOTO_SOURCES if source not in PEOPLE_SOURCES]
+    other = safe[int(rng.integers(len(safe)))]  # drawn always, so the cause's draws never depend on the source
+    background = scene.background
+    if background.source in PEOPLE_SOURCES:
+        background = replace(background, source=other)
+    pick = int(rng.choice(len(RISK_CAUSES) + 1, p=(1.0 - sum(RISK_P), *RISK_P)))
+    cause = RISK_CAUSES[pick - 1] if pick else None
+    taken = [o.box() for o in scene.objects] + [t.box for t in scene.texts]
+    risk, text = _plan_risk(rng, cause, (scene.width, scene.height), taken)
+    texts = (*scene.texts, text) if text else scene.texts
+    return replace(scene, background=background, texts=texts, risk=risk)
+
+
+def sample_scene(seed: int, scene_id: int, cjk: bool | None = None, risk: bool = False) -> Scene:
+    """Sample scene ``scene_id`` of the corpus with ``seed``; ``cjk`` defaults to whether a CJK font is installed;
+    ``risk`` adds a risk label (and what makes it risky), leaving every other draw as it is."""
     cjk = fonts.cjk_available() if cjk is None else cjk
     rng = item_rng(seed, STREAM_SCENE, scene_id)
     w, h = IMAGE_SIZES[int(rng.integers(len(IMAGE_SIZES)))]
@@ -251,4 +352,5 @@ def sample_scene(seed: int, scene_id: int, cjk: bool | None = None) -> Scene:
     texts = sample_texts(rng, (w, h), [o.box() for o in objects], cjk)
     ink = INK[int(rng.integers(len(INK)))]
     noise = float(rng.uniform(2.0, 6.0))
-    return Scene(scene_id, w, h, background, tuple(objects), tuple(texts), ink, noise)
+    sample = Scene(scene_id, w, h, background, tuple(objects), tuple(texts), ink, noise)
+    return add_risk(sample, seed) if risk else sample

@@ -84,6 +84,30 @@ STREAM_IMAGE = 2
 STREAM_VIDEO = 3
 STREAM_BROKEN = 4
 STREAM_SPLIT = 5
+STREAM_RISK = 6
+
+RISK_CAUSES: tuple[str, ...] = ("text", "object", "region", "style")
+"""Why a scene of a risk corpus is risky, each visible in another modality:
+
+- ``text``: an extra English text from :data:`RISK_WORDS_EN` (OCR);
+- ``object``: a pasted human face, one of the face crops of scikit-image's ``lfw_subset`` (face detection);
+- ``region``: a hazard sign, a yellow triangle with a black border and a black "!" (a local image region);
+- ``style``: a red duotone over the whole image (global colour statistics).
+"""
+RISK_P: tuple[float, ...] = (0.125, 0.125, 0.125, 0.125)
+"""Probability of each of :data:`RISK_CAUSES` being planned; with the rest (0.5) a scene is planned safe."""
+RISK_WORDS_EN: tuple[str, ...] = (
+    "danger", "poison", "toxic", "explosive", "high voltage", "fire hazard", "keep out", "flammable",
+)  # fmt: skip
+PEOPLE_SOURCES: tuple[str, ...] = ("astronaut", "camera")
+"""Background photos with people in them; a risk corpus replaces them, so no face appears unplanned."""
+RISK_FACE_SIZE = (0.16, 0.26)
+"""Side of a pasted face as a fraction of the image's shorter side (at least :data:`RISK_FACE_MIN` pixels)."""
+RISK_FACE_MIN = 56
+RISK_FACES = 100
+"""The first 100 crops of ``skimage.data.lfw_subset()`` are faces."""
+RISK_SIGN_SIZE = (0.14, 0.24)
+"""Side of the hazard sign's triangle as a fraction of the image's shorter side."""
 
 BASE_SCENES = 100
 BASE_VIDEOS = 12

@@ -21,7 +21,7 @@ N_SCENES, N_VIDEOS = 8, 6
 COLUMNS = [
     "uri", "key", "media_type", "format", "label", "image_type", "split", "scene_id", "width", "height",
     "exif_orientation", "objects", "texts", "mask_png", "broken", "fps", "num_frames", "duration_s", "gop", "codec",
-    "keyframes", "frames",
+    "keyframes", "frames", "risk", "risk_cause", "risk_box",
 ]  # fmt: skip
 PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 CONTAINERS = {"mp4": "mp4", "webm": "webm", "mkv": "matroska"}
