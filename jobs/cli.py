@@ -31,7 +31,9 @@ def _cmd_s3(args: argparse.Namespace) -> int:
 def _cmd_make_corpus(args: argparse.Namespace) -> int:
     from jobs.corpus import make_corpus
 
-    summary = make_corpus(args.output, seed=args.seed, scale=args.scale, workers=args.workers, progress=print)
+    summary = make_corpus(
+        args.output, seed=args.seed, scale=args.scale, workers=args.workers, progress=print, risk=args.risk
+    )
     print(summary)
     return 0
 
@@ -62,6 +64,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     metrics = run_train_cam(load_train_settings(args.config), address=args.address)
     print(json.dumps(metrics, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_train_fusion(args: argparse.Namespace) -> int:
+    from jobs.train_fusion import load_fusion_settings, run_train_fusion
+
+    best = run_train_fusion(load_fusion_settings(args.config), address=args.address)
+    print(json.dumps(best, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_eval_fusion(args: argparse.Namespace) -> int:
+    from jobs.eval_fusion import ABLATIONS, run_eval_fusion
+    from jobs.train_fusion import load_fusion_settings
+
+    ablations = ABLATIONS if args.ablations is None else tuple(a for a in args.ablations.split(",") if a)
+    result = run_eval_fusion(load_fusion_settings(args.config), ablations)
+    print(json.dumps(result, sort_keys=True))
     return 0
 
 
@@ -128,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--seed", type=int, default=0)
     corpus.add_argument("--scale", type=float, default=1.0, help="1: a few hundred images; 10: thousands")
     corpus.add_argument("--workers", type=int, default=8, help="parallel uploads")
+    corpus.add_argument("--risk", action="store_true", help="add a binary risk label to every image (off: as before)")
     corpus.set_defaults(func=_cmd_make_corpus)
 
     score = sub.add_parser("score", help="decode media, run the stages, write Parquet (resumable)")
@@ -144,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_cam.add_argument("--config", required=True, help="YAML (see configs/train_cam.yaml)")
     train_cam.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     train_cam.set_defaults(func=_cmd_train)
+    train_fusion = train_sub.add_parser("fusion", help="the multimodal fusion scorer (risk), on cached features")
+    train_fusion.add_argument("--config", required=True, help="YAML (see configs/train_fusion.yaml)")
+    train_fusion.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+    train_fusion.set_defaults(func=_cmd_train_fusion)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
     train_demo.set_defaults(func=_cmd_train_demo)
 
@@ -160,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")
     eval_objects.add_argument("--config", help="score YAML whose stages.objects picks the detector; default: opencv")
     eval_objects.set_defaults(func=_cmd_eval_objects)
+
+    eval_fusion = eval_sub.add_parser("fusion", help="AUROC, accuracy, F1 against single-modality and no-weight runs")
+    eval_fusion.add_argument("--config", required=True, help="the train fusion YAML (trains what is missing)")
+    eval_fusion.add_argument("--ablations", help="comma-separated subset of text,style,object,key,no_weights")
+    eval_fusion.set_defaults(func=_cmd_eval_fusion)
 
     eval_ocr = eval_sub.add_parser("ocr", help="character error rate and line recall, English and Chinese")
     eval_ocr.add_argument("--manifest", required=True, help="corpus manifest URI (mediascore make-corpus)")

@@ -90,6 +90,24 @@ def cam_overlay(stage, pixels: np.ndarray, box) -> np.ndarray:
 
 OCR_COLOUR = (40, 220, 60)
 OBJECT_COLOURS = {"face": (255, 150, 0), "person": (60, 140, 255)}
+KEY_COLOUR = (230, 30, 200)
+WEIGHT_NAMES = ("text", "style", "object", "key")
+
+
+def weights_svg(weights, width: int = 180, height: int = 70) -> str:
+    """The fusion modality weights as a bar chart (absent modalities marked n/a)."""
+    weights = weights if isinstance(weights, dict) else {}
+    bar_h, parts = (height - 6) / len(WEIGHT_NAMES), []
+    for i, name in enumerate(WEIGHT_NAMES):
+        y, value = 3 + i * bar_h, weights.get(name)
+        parts.append(f"<text x='0' y='{y + bar_h * 0.75:.1f}' font-size='10'>{name}</text>")
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            parts.append(f"<text x='48' y='{y + bar_h * 0.75:.1f}' font-size='10' fill='#999'>n/a</text>")
+            continue
+        w = max(1.0, float(value) * (width - 80))
+        parts.append(f"<rect x='48' y='{y + 1:.1f}' width='{w:.1f}' height='{bar_h - 2:.1f}' fill='#b5447a'/>")
+        parts.append(f"<text x='{52 + w:.1f}' y='{y + bar_h * 0.75:.1f}' font-size='10'>{float(value):.2f}</text>")
+    return f"<svg class='weights' width='{width}' height='{height}'>{''.join(parts)}</svg>"
 
 
 def _has(value) -> bool:
@@ -102,10 +120,15 @@ def detections_overlay(pixels: np.ndarray, row) -> np.ndarray | None:
     import cv2
 
     quads, boxes = getattr(row, "ocr_boxes", None), getattr(row, "obj_boxes", None)
-    if not _has(quads) and not _has(boxes):
+    key = getattr(row, "fusion_key_box", None)
+    if not _has(quads) and not _has(boxes) and not _has(key):
         return None
     out = np.ascontiguousarray(pixels.copy())
     thick = max(2, pixels.shape[1] // 200)
+    if _has(key):
+        x0, y0, x1, y1 = (int(v) for v in key)
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), KEY_COLOUR, thick + 1)
+        cv2.putText(out, "key", (x0 + 4, y0 + 16), cv2.FONT_HERSHEY_SIMPLEX, max(0.5, thick / 3), KEY_COLOUR, thick)
     for i, quad in enumerate(quads if _has(quads) else [], start=1):
         pts = np.asarray(quad, np.int32).reshape(4, 2)
         cv2.polylines(out, [pts], True, OCR_COLOUR, thick)
@@ -123,6 +146,9 @@ def detections_overlay(pixels: np.ndarray, row) -> np.ndarray | None:
 
 def _caption_extras(r) -> str:
     parts = []
+    score = getattr(r, "fusion_score", None)
+    if isinstance(score, float) and math.isfinite(score):
+        parts.append(f"fusion: <b>{html.escape(str(r.fusion_class))}</b> {score:.2f} {weights_svg(r.fusion_weights)}")
     lines = getattr(r, "ocr_lines", None)
     if _has(lines):
         parts.append("OCR: " + " | ".join(f"{i}. <b>{html.escape(str(t))}</b>" for i, t in enumerate(lines, 1)))
@@ -192,7 +218,9 @@ def build_report(output_uri: str, samples: int = 12) -> str:
     errors = summary.pop("errors_by_reason", {})
     summary.pop("locations", None)
     numeric = [c for c in rows.columns if c.startswith("quality_")] + [
-        c for c in ("cam_score", "cam_mask_area", "ocr_count", "text_token_count", "obj_count") if c in rows.columns
+        c
+        for c in ("cam_score", "cam_mask_area", "ocr_count", "text_token_count", "obj_count", "fusion_score")
+        if c in rows.columns
     ]
     hists = "".join(histogram_svg(rows[c].to_numpy(dtype=float), c) for c in numeric if rows[c].notna().any())
     dead_rows = "".join(

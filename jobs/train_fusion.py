@@ -48,6 +48,15 @@ class FusionDataSettings(StrictModel):
     test_splits: list[str] = ["test"]
 
 
+    @field_validator("cam_checkpoint", "score_config")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        """Local paths become absolute here, in the driver: Ray workers may run elsewhere."""
+        if value and "://" not in value:
+            return str(Path(value).resolve())
+        return value
+
+
 class FusionScaling(StrictModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
