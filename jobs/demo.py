@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 CHECKPOINTS = ROOT / "checkpoints"
 # The demo's checkpoints: name -> (training config, the file it becomes). `mediascore train demo` remakes them.
-DEMO_MODELS = {"cam": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt")}
+# The fusion model's frozen upstream is the CAM checkpoint, so the order matters.
+DEMO_MODELS = {
+    "cam": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt"),
+    "fusion": (ROOT / "configs" / "train_fusion.yaml", CHECKPOINTS / "fusion_tiny.pt"),
+}
 
 
 def _corpus(uri: str, seed: int, scale: float) -> None:
@@ -29,12 +34,15 @@ def _corpus(uri: str, seed: int, scale: float) -> None:
         meta
         and meta.get("seed") == seed
         and meta.get("scale") == scale
+        and meta.get("risk")
         and storage.exists(storage.join(uri, "manifest.parquet"))
     ):
         print(f"[demo] corpus already in {uri} (seed {seed}, scale {scale})")
         return
     print(f"[demo] writing the sample corpus to {uri} ...")
-    print(make_corpus(uri, seed=seed, scale=scale, workers=8, progress=lambda line: print(f"[corpus] {line}")))
+    print(
+        make_corpus(uri, seed=seed, scale=scale, workers=8, risk=True, progress=lambda line: print(f"[corpus] {line}"))
+    )
 
 
 def _start_store(scale: float, seed: int) -> tuple:
@@ -44,6 +52,16 @@ def _start_store(scale: float, seed: int) -> tuple:
     corpus = f"{BUCKET}/corpus"
     _corpus(corpus, seed, scale)
     return state, corpus
+
+
+@contextlib.contextmanager
+def _chdir(path: Path):
+    before = Path.cwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _local_paths(cfg):
@@ -62,22 +80,29 @@ def train_demo_models(seed: int = 0) -> dict[str, dict]:
     Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
     file beside it records the command and the final metrics, so the committed weights say how they were made.
     """
-    from jobs.train_cam import load_train_settings, run_train_cam
+    from jobs import train_cam, train_fusion
 
     _start_store(1.0, seed)
     made = {}
     for name, (config, target) in DEMO_MODELS.items():
         started = time.monotonic()
-        settings = load_train_settings(config)
-        settings.resume = False  # a clean run: the committed file must be reproducible from the config alone
         print(f"[train demo] {name}: {config.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
-        metrics = run_train_cam(settings)
-        latest = read_json(storage.join(settings.output, "latest.json"))
+        if name == "cam":
+            settings = train_cam.load_train_settings(config)
+            settings.resume = False  # a clean run: the committed file must be reproducible from the config alone
+            metrics = train_cam.run_train_cam(settings)
+            latest = read_json(storage.join(settings.output, "latest.json"))
+        else:
+            with _chdir(ROOT):  # the config's local paths are relative to the repository
+                settings = train_fusion.load_fusion_settings(config)
+            settings.resume = False
+            latest = train_fusion.run_train_fusion(settings)  # the best epoch (lowest validation loss)
+            metrics = latest["metrics"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(storage.read_bytes(latest["checkpoint"]))
         made[name] = {
             "file": str(target.relative_to(ROOT)),
-            "command": f"mediascore train cam --config {config.relative_to(ROOT)}  (via `make train`)",
+            "command": f"mediascore train {name} --config {config.relative_to(ROOT)}  (via `make train`)",
             "config": str(config.relative_to(ROOT)),
             "epoch": latest["epoch"],
             "train_s": round(time.monotonic() - started, 1),

@@ -115,7 +115,7 @@ def to_tensors(batch: Mapping[str, np.ndarray], device=None) -> dict:
         if key in PIXEL_KEYS:
             out[key] = normalize(arr)
         elif arr.dtype.kind in "biuf":
-            out[key] = torch.as_tensor(arr)
+            out[key] = torch.tensor(arr)  # a copy: cache cells are read-only buffers
     return {k: v.to(device) for k, v in out.items()} if device is not None else out
 
 

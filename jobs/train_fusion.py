@@ -47,7 +47,6 @@ class FusionDataSettings(StrictModel):
     val_splits: list[str] = ["val"]
     test_splits: list[str] = ["test"]
 
-
     @field_validator("cam_checkpoint", "score_config")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
@@ -160,15 +159,22 @@ class _CacheRows:
 def build_cache(settings: TrainFusionSettings, echo=print) -> dict:
     """Run the feature ``score`` (resumes) and write the Parquet cache unless it is complete; its summary."""
     import ray.data
+    from ray.data.expressions import col
 
     from jobs.cam_data import read_manifest
     from jobs.score import run_score
 
     done = storage.join(settings.data.cache, "_done.json")
     summary = read_json(done)
-    if summary:
-        return summary
     manifest_uri = settings.data.manifest
+    sha1 = hashlib.sha1(storage.read_bytes(manifest_uri)).hexdigest()
+    if summary:
+        if summary["manifest_sha1"] != sha1:
+            raise ValueError(
+                f"the cache {settings.data.cache} was made from another manifest: delete it and "
+                f"{settings.data.features}, or choose new locations"
+            )
+        return summary
     score_cfg = load_config(settings.data.score_config, overrides={"stages": {"run": FEATURE_STAGES}})
     score_cfg.ray = settings.ray
     images = storage.join(manifest_uri.rsplit("/", 1)[0], "images/")
@@ -179,7 +185,7 @@ def build_cache(settings: TrainFusionSettings, echo=print) -> dict:
     fs, rows_path = storage.resolve(storage.join(settings.data.features, "rows/"))
     scored = ray.data.read_parquet(rows_path, filesystem=fs, columns=SCORE_COLUMNS)
     wanted = set(labels.uri)
-    scored = scored.filter(lambda r: r["source_uri"] in wanted and not r["error"])
+    scored = scored.filter(expr=col("source_uri").is_in(sorted(wanted)) & col("error").is_null())
     cache_fs, cache_path = storage.resolve(storage.join(settings.data.cache, "rows/"))
     scored.map_batches(
         _CacheRows,
@@ -194,7 +200,7 @@ def build_cache(settings: TrainFusionSettings, echo=print) -> dict:
         "rows": len(cached),
         "positives": int(cached.label.sum()),
         "by_split": cached.split.value_counts().to_dict(),
-        "manifest_sha1": hashlib.sha1(storage.read_bytes(manifest_uri)).hexdigest(),
+        "manifest_sha1": sha1,
     }
     write_json(done, summary)
     echo(f"[train fusion] cache: {summary['rows']} rows ({summary['positives']} risky) in {settings.data.cache}")
@@ -331,6 +337,7 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
     import dataclasses as dc
 
     import ray.data
+    from ray.data.expressions import col
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -341,7 +348,7 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
         summary = build_cache(settings, echo)
         model = build_upstream_model(settings)
         fs, path = storage.resolve(storage.join(settings.data.cache, "rows/"))
-        train = ray.data.read_parquet(path, filesystem=fs).filter(lambda r: r["split"] in settings.data.train_splits)
+        train = ray.data.read_parquet(path, filesystem=fs).filter(expr=col("split").is_in(settings.data.train_splits))
         trainer = TorchTrainer(
             train_func,
             train_loop_config={

@@ -95,3 +95,33 @@ def trained(ray_local, corpus):
     first = read_json(storage.join(output, "latest.json"))
     run_train_cam(_cam_settings(corpus_uri, output, epochs=2))
     return output, first
+
+
+@pytest.fixture(scope="session")
+def fusion_trained(ray_local):
+    """A small risk corpus and a short fusion training on it (frozen upstream: the committed CAM checkpoint);
+    then the same run again, which must resume instead of retraining."""
+    from jobs.corpus import make_corpus
+    from jobs.train_fusion import TrainFusionSettings, run_train_fusion
+
+    uri = "s3://test-fusion/corpus"
+    make_corpus(uri, seed=11, n_scenes=36, n_videos=0, workers=4, risk=True)
+    settings = TrainFusionSettings.model_validate(
+        {
+            "data": {
+                "manifest": storage.join(uri, "manifest.parquet"),
+                "features": "s3://test-fusion/features",
+                "cache": "s3://test-fusion/cache",
+                "cam_checkpoint": "checkpoints/cam_tiny.pt",
+                "score_config": "configs/fusion_features.yaml",
+                "test_splits": ["test", "val"],
+            },
+            "output": "s3://test-fusion/run",
+            "model": {"dim": 32, "layers": 1, "heads": 2, "image_size": 64, "key_crop": 32},
+            "train": {"epochs": 8, "batch_size": 16, "lr": 0.003, "patience": 0},
+        }
+    )
+    best = run_train_fusion(settings)
+    history = read_json(storage.join(settings.output, "history.json"))
+    run_train_fusion(settings)
+    return settings, best, history
