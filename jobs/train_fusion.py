@@ -26,6 +26,7 @@ from pydantic import Field, field_validator
 from jobs import storage
 from jobs.config import RayConfig, StrictModel, load_config, load_yaml
 from jobs.output import read_json, write_json
+from jobs.train_cam import ScalingSettings
 
 CLASSES = ["safe", "risky"]
 FEATURE_STAGES = ["ocr", "text_embed", "objects"]
@@ -56,12 +57,6 @@ class FusionDataSettings(StrictModel):
         return value
 
 
-class FusionScaling(StrictModel):
-    num_workers: int = Field(1, ge=1)
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
-
-
 class TrainFusionSettings(StrictModel):
     """``mediascore train fusion`` config; ``model`` holds ``FusionConfig`` fields, ``train``
     ``FusionTrainConfig``'s."""
@@ -70,7 +65,7 @@ class TrainFusionSettings(StrictModel):
     output: str
     model: dict = {}
     train: dict = {}
-    scaling: FusionScaling = FusionScaling()
+    scaling: ScalingSettings = ScalingSettings()
     ray: RayConfig = RayConfig()
     seed: int = 0
     resume: bool = True
