@@ -222,10 +222,14 @@ def input_specs(model, max_tokens: int) -> dict[str, list]:
 
 def frame_batch(frame: pd.DataFrame | dict, specs: dict[str, list]) -> dict[str, np.ndarray]:
     """Cache rows (a DataFrame or a Ray numpy batch) -> the model's numpy batch, with ``label``."""
+    from jobs.eval_fusion import CAUSE_MODALITY
     from jobs.fusion_data import unpack
+    from models.fusion import WEIGHT_GROUPS
 
     out = unpack(frame, specs)
     out["label"] = np.asarray(frame["label"], np.int64)
+    groups = [WEIGHT_GROUPS.index(CAUSE_MODALITY[c]) if c in CAUSE_MODALITY else -1 for c in frame["cause"]]
+    out["weight_group"] = np.asarray(groups, np.int64)  # the modality holding the cause (weight_labels: modality)
     return out
 
 

@@ -50,6 +50,10 @@ MODALITIES: tuple[str, ...] = ("text", "style", "object", "key")
 TOKEN_KINDS: tuple[str, ...] = ("text", "style", "key", "face", "body")
 """Token types (each has its own type embedding and weight scale); ``face`` and ``body`` are object kinds."""
 OBJECT_KINDS: tuple[str, ...] = ("face", "body")
+TOKEN_MODALITY: tuple[str, ...] = ("text", "style", "key", "object", "object")
+"""The modality of each of :data:`TOKEN_KINDS`."""
+WEIGHT_GROUPS: tuple[str, ...] = ("text", "style", "key", "object")
+"""Modality codes of per-row weight labels (``weight_group`` in a batch: an index here, -1 for none)."""
 
 
 def _tiny(num_classes: int) -> dict:

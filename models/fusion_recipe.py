@@ -2,9 +2,12 @@
 
 ``L = l1 * L1 + l2 * L2 + l3 * L3``:
 
-* L1, the modality-weight loss: each present modality's weight against its weight label. The method's simple
-  case, used here: every modality's weight label is the image label (1 for ``positive_class``, else 0). BCE on the
-  weight logits (the notes' reconstruction) or MSE on the weights.
+* L1, the modality-weight loss: each present modality's weight against its weight label. ``weight_labels:
+  image`` is the method's simple case: every modality's weight label is the image label (1 for
+  ``positive_class``, else 0). ``weight_labels: modality`` is its general case, "modalities related to the label
+  get 1": for a positive row whose batch names the modality that holds its cause (``weight_group``, an index into
+  ``models.fusion.WEIGHT_GROUPS``), only that modality's tokens get 1 (a row without one falls back to the image
+  label). BCE on the weight logits (the notes' reconstruction) or MSE on the weights.
 * L2, the task loss: cross-entropy of the decoder's logits.
 * L3, the auxiliary loss: cross-entropy of the key module's auxiliary head (only with the key modality).
 
@@ -21,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.fusion import TOKEN_MODALITY, WEIGHT_GROUPS
+
 
 @dataclass
 class FusionTrainConfig:
@@ -36,6 +41,7 @@ class FusionTrainConfig:
         l2: weight of the task loss.
         l3: weight of the auxiliary loss.
         weight_loss: ``bce`` or ``mse``.
+        weight_labels: ``image`` (every modality gets the image label) or ``modality`` (only the cause's).
         patience: early stopping after this many epochs without a lower validation loss (0: never).
         grad_clip: clip the gradient norm (0: no clipping).
     """
@@ -49,21 +55,42 @@ class FusionTrainConfig:
     l2: float = 1.0
     l3: float = 0.5
     weight_loss: str = "bce"
+    weight_labels: str = "image"
     patience: int = 6
     grad_clip: float = 5.0
 
     def __post_init__(self) -> None:
         if self.weight_loss not in ("bce", "mse"):
             raise ValueError(f"weight_loss must be 'bce' or 'mse', got {self.weight_loss!r}")
+        if self.weight_labels not in ("image", "modality"):
+            raise ValueError(f"weight_labels must be 'image' or 'modality', got {self.weight_labels!r}")
+
+
+def weight_targets(out: Mapping[str, Tensor], label: Tensor, positive_class: int, group: Tensor | None) -> Tensor:
+    """Weight labels ``(B, M)``: the image label, or with ``group`` ``(B,)`` (a modality code per row, -1 for
+    none) 1 only on the tokens of that modality for positive rows."""
+    positive = (label == positive_class)[:, None].expand_as(out["mask"])  # (B, M)
+    if group is None:
+        return positive.float()
+    codes = torch.tensor([WEIGHT_GROUPS.index(m) for m in TOKEN_MODALITY], device=label.device)
+    token_group = codes[out["kinds"]]  # (B, M)
+    known = (group >= 0)[:, None]
+    return (positive & (~known | (token_group == group[:, None]))).float()
 
 
 def fusion_losses(
-    out: Mapping[str, Tensor], label: Tensor, cfg: FusionTrainConfig, positive_class: int = 1
+    out: Mapping[str, Tensor],
+    label: Tensor,
+    cfg: FusionTrainConfig,
+    positive_class: int = 1,
+    weight_group: Tensor | None = None,
 ) -> dict[str, Tensor]:
-    """The three loss terms and their weighted total for model outputs ``out`` and labels ``(B,)``."""
+    """The three loss terms and their weighted total for model outputs ``out`` and labels ``(B,)``; ``weight_group``
+    is used with ``weight_labels: modality``."""
     zero = out["logits"].sum() * 0.0
     mask = out["mask"]  # (B, M)
-    target = (label == positive_class).float()[:, None].expand_as(mask)  # (B, M): weight labels
+    group = weight_group if cfg.weight_labels == "modality" else None
+    target = weight_targets(out, label, positive_class, group)  # (B, M): weight labels
     if mask.any():
         if cfg.weight_loss == "bce":
             l1 = F.binary_cross_entropy_with_logits(out["weight_logits"][mask], target[mask])
@@ -96,7 +123,7 @@ class FusionRecipe:
     def train_step(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         self.model.train()
         out = self.model(batch)
-        losses = fusion_losses(out, batch["label"].long(), self.cfg, self.positive_class)
+        losses = fusion_losses(out, batch["label"].long(), self.cfg, self.positive_class, batch.get("weight_group"))
         self.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if self.cfg.grad_clip > 0:
@@ -111,7 +138,7 @@ class FusionRecipe:
         """Losses, the positive-class probability ``(B,)`` and the weights ``(B, M)`` of one batch."""
         self.model.eval()
         out = self.model(batch)
-        losses = fusion_losses(out, batch["label"].long(), self.cfg, self.positive_class)
+        losses = fusion_losses(out, batch["label"].long(), self.cfg, self.positive_class, batch.get("weight_group"))
         prob = out["logits"].softmax(dim=1)[:, self.positive_class]
         return losses | {"prob": prob, "weights": out["weights"], "mask": out["mask"], "kinds": out["kinds"]}
 

@@ -192,3 +192,19 @@ def test_crop_resize_takes_the_box():
     image[0, 0, 4:, :4] = 1.0  # bottom-left quarter
     crop = crop_resize(image, torch.tensor([[0.0, 0.5, 0.5, 1.0]]), 4)
     assert torch.allclose(crop, torch.ones(1, 1, 4, 4))
+
+
+def test_weight_labels_of_the_general_case_mark_only_the_cause_modality():
+    from models.fusion_recipe import weight_targets
+
+    out = {"mask": torch.ones(3, 5, dtype=torch.bool), "kinds": torch.tensor([[0, 1, 2, 3, 4]] * 3)}
+    label = torch.tensor([1, 1, 0])
+    simple = weight_targets(out, label, 1, None)
+    assert simple.tolist() == [[1.0] * 5, [1.0] * 5, [0.0] * 5]
+    general = weight_targets(out, label, 1, torch.tensor([3, -1, 0]))  # object cause; unknown cause; negative
+    assert general.tolist() == [[0, 0, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]]
+    cfg = FusionTrainConfig(weight_labels="modality")
+    model = build_fusion(small_config()).eval()
+    batch = make_batch()
+    losses = fusion_losses(model(batch), batch["label"], cfg, weight_group=torch.tensor([-1, 0, 1, -1]))
+    assert torch.isfinite(losses["l1"])
