@@ -117,7 +117,14 @@ def run_eval_fusion(settings: TrainFusionSettings, ablations: tuple[str, ...] = 
             result["auroc_no_weights"] = value
         else:
             result["auroc_by_modality"][name] = value
-    best_single = max(result["auroc_by_modality"].values(), default=float("nan"))
-    result["margin_over_best_modality"] = round(result["auroc"] - best_single, 4)
+    if result["auroc_by_modality"]:
+        result["margin_over_best_modality"] = result["auroc"] - max(result["auroc_by_modality"].values())
     result |= {"test_images": len(labels), "test_risky": int(labels.sum()), "epoch": fused["epoch"]}
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    return {k: _json_number(v) for k, v in result.items()}
+
+
+def _json_number(value):
+    """Floats rounded to 4 places; NaN (a split without both classes) becomes null, which JSON can hold."""
+    if isinstance(value, float):
+        return None if np.isnan(value) else round(value, 4)
+    return value
