@@ -275,11 +275,12 @@ class FusionScorer(nn.Module):
             maps = self.upstream.forward_features(images)  # (N, C, h, w)
             return F.adaptive_avg_pool2d(maps, self.cfg.map_side)  # (N, C, map_side, map_side)
 
-    def _score(self, x: Tensor, kind: int) -> Tensor:
-        """Weight logit ``(B,)`` of mapped maps ``(B, dim, h, w)`` of token kind ``kind``."""
+    def _score(self, x: Tensor, kinds: Tensor) -> Tensor:
+        """Weight logits ``(B,)`` of mapped maps ``(B, dim, h, w)`` of token kinds ``(B,)``: the method's formula
+        with each kind's scale and offset, or the learnable linear score."""
         if self.weight_linear is not None:
-            return self.weight_linear(x.mean(dim=(2, 3)))[:, kind]
-        return self.weight_scale[kind] * channel_mean_weight(x) + self.weight_bias[kind]
+            return self.weight_linear(x.mean(dim=(2, 3))).gather(1, kinds[:, None])[:, 0]
+        return self.weight_scale[kinds] * channel_mean_weight(x) + self.weight_bias[kinds]
 
     def tokens(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Modality tokens ``(B, M, dim)``, weight logits ``(B, M)``, mask ``(B, M)``, kinds ``(B, M)`` and the key
@@ -304,12 +305,12 @@ class FusionScorer(nn.Module):
             add(t, s, batch["text_present"].bool(), torch.zeros(b, dtype=torch.long, device=device))
         if self.style is not None:
             maps = batch["style_map"] if "style_map" in batch else self.upstream_maps(batch["style_image"])
-            x = self.style(maps.float())
-            add(x.mean(dim=(2, 3)), self._score(x, 1), full, torch.ones(b, dtype=torch.long, device=device))
+            x, kind = self.style(maps.float()), torch.full((b,), 1, dtype=torch.long, device=device)
+            add(x.mean(dim=(2, 3)), self._score(x, kind), full, kind)
         if self.key is not None:
             out = self.key(batch["image"].float())
-            x = self.key_adapter(out["key_map"])
-            add(x.mean(dim=(2, 3)), self._score(x, 2), full, torch.full((b,), 2, dtype=torch.long, device=device))
+            x, kind = self.key_adapter(out["key_map"]), torch.full((b,), 2, dtype=torch.long, device=device)
+            add(x.mean(dim=(2, 3)), self._score(x, kind), full, kind)
         if self.objects is not None:
             self._add_objects(batch, add)
         token_kinds = torch.stack(kinds, dim=1)  # (B, M)
@@ -331,15 +332,10 @@ class FusionScorer(nn.Module):
             maps = self.upstream_maps(batch["obj_images"].float().flatten(0, 1))
         x = self.objects(maps)  # (B*K, dim, h, w)
         kinds = batch["obj_kind"].long() + TOKEN_KINDS.index("face")  # (B, K)
-        weight_logits = self._score_per_kind(x, kinds.flatten()).view(b, k)
+        weight_logits = self._score(x, kinds.flatten()).view(b, k)
         pooled = x.mean(dim=(2, 3)).view(b, k, -1)  # (B, K, dim)
         for j in range(k):
             add(pooled[:, j], weight_logits[:, j], mask[:, j], kinds[:, j])
-
-    def _score_per_kind(self, x: Tensor, kinds: Tensor) -> Tensor:
-        if self.weight_linear is not None:
-            return self.weight_linear(x.mean(dim=(2, 3))).gather(1, kinds[:, None])[:, 0]
-        return self.weight_scale[kinds] * channel_mean_weight(x) + self.weight_bias[kinds]
 
     @staticmethod
     def _batch_size(batch: Mapping[str, Tensor]) -> int:

@@ -66,6 +66,16 @@ def test_shapes_and_masks_with_zero_to_n_objects_and_no_text():
     assert torch.isfinite(out["logits"]).all()
 
 
+@pytest.mark.parametrize("overrides", [{"weight_formula": "cam"}, {"fuse": "none"}, {"key_select": "threshold"}])
+def test_variants_give_weights_in_range_and_train(overrides):
+    model = build_fusion(small_config(**overrides))
+    batch = make_batch()
+    stats = FusionRecipe(model, FusionTrainConfig()).train_step(batch)
+    assert torch.isfinite(stats["loss"])
+    out = model.eval()(batch)
+    assert out["weights"].shape == (4, 3 + K) and ((out["weights"] > 0) & (out["weights"] < 1)).all()
+
+
 def test_absent_objects_do_not_change_the_output():
     model = build_fusion(small_config()).eval()
     batch = make_batch()
