@@ -19,7 +19,6 @@ from jobs.output import read_json
 from jobs.train_fusion import TrainFusionSettings, frame_batch, load_cache, predict, run_train_fusion
 
 CAUSE_MODALITY = {"text": "text", "object": "object", "region": "key", "style": "style"}
-KIND_MODALITY = {"text": "text", "style": "style", "key": "key", "face": "object", "body": "object"}
 ABLATIONS = ("text", "style", "object", "key", "no_weights")
 
 
@@ -49,11 +48,11 @@ def binary_metrics(labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5
 
 def top_modality(weights: np.ndarray, mask: np.ndarray, kinds: np.ndarray) -> list[str | None]:
     """Per row, the modality of the largest weight among present tokens (``None`` when none is present)."""
-    from models.fusion import TOKEN_KINDS
+    from models.fusion import TOKEN_MODALITY
 
     out: list[str | None] = []
     for w, m, k in zip(weights, mask.astype(bool), kinds, strict=True):
-        out.append(KIND_MODALITY[TOKEN_KINDS[int(k[m][np.argmax(w[m])])]] if m.any() else None)
+        out.append(TOKEN_MODALITY[int(k[m][np.argmax(w[m])])] if m.any() else None)
     return out
 
 

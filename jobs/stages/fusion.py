@@ -29,12 +29,11 @@ WEIGHTS_TYPE = pa.struct([(name, pa.float32()) for name in WEIGHT_NAMES])
 
 def modality_weights(weights: np.ndarray, mask: np.ndarray, kinds: np.ndarray) -> dict[str, float | None]:
     """One row's token weights -> the largest present weight per modality (``None`` when absent)."""
-    from jobs.eval_fusion import KIND_MODALITY
-    from models.fusion import TOKEN_KINDS
+    from models.fusion import TOKEN_MODALITY
 
     out: dict[str, float | None] = dict.fromkeys(WEIGHT_NAMES)
     for w, present, k in zip(weights, mask, kinds, strict=True):
-        name = KIND_MODALITY[TOKEN_KINDS[int(k)]]
+        name = TOKEN_MODALITY[int(k)]
         if present and (out[name] is None or w > out[name]):
             out[name] = float(w)
     return out
