@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any, TypeVar
+
 from torch import Tensor, nn
+
+T = TypeVar("T")
 
 
 class ConvBNAct(nn.Sequential):
@@ -40,3 +46,16 @@ class ConvBNAct(nn.Sequential):
 def global_max_pool(x: Tensor) -> Tensor:
     """Spatial maximum per channel: ``(B, C, H, W) -> (B, C)``."""
     return x.amax(dim=(2, 3))
+
+
+def config_from_dict(cls: type[T], d: Mapping[str, Any], what: str) -> T:
+    """A dataclass ``cls`` from a plain dict (YAML, or a checkpoint's stored config); unknown keys fail.
+
+    Lists become tuples where the field's default is a tuple, so a YAML round trip compares equal.
+    """
+    valid = {f.name: f for f in fields(cls)}
+    unknown = set(d) - set(valid)
+    if unknown:
+        raise ValueError(f"unknown {what} keys {sorted(unknown)}; valid: {sorted(valid)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) and isinstance(valid[k].default, tuple) else v for k, v in d.items()}
+    return cls(**kwargs)
