@@ -115,7 +115,8 @@ def joint_loss(cfg: RestoreTrainConfig, l1: Tensor, adversarial: Tensor | None, 
     return loss
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a DDP wrapper (or the network itself)."""
     return getattr(model, "module", model)  # DistributedDataParallel keeps the network in .module
 
 
@@ -124,13 +125,13 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay, self.updates = decay, 0
-        self.model = copy.deepcopy(_unwrap(model)).eval().requires_grad_(False)
+        self.model = copy.deepcopy(unwrap(model)).eval().requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        source = _unwrap(model).state_dict()
+        source = unwrap(model).state_dict()
         for name, value in self.model.state_dict().items():
             if value.dtype.is_floating_point:
                 value.mul_(d).add_(source[name].detach(), alpha=1 - d)
@@ -185,7 +186,7 @@ class RestoreRecipe:
 
     def _d_step(self, target: Tensor, fake: Tensor) -> dict[str, Tensor]:
         self.d.train()
-        _unwrap(self.d).requires_grad_(True)
+        unwrap(self.d).requires_grad_(True)
         logits = self.d(torch.cat([target, fake]))  # (2B, 1, h, w)
         real_logits, fake_logits = logits.chunk(2)
         loss = discriminator_loss(self.cfg.adversarial, real_logits, fake_logits)
@@ -199,7 +200,7 @@ class RestoreRecipe:
         l1 = F.l1_loss(fake, target)
         adv = perc = None
         if adversarial:
-            d = _unwrap(self.d).eval().requires_grad_(False)  # eval: spectral norm's power iteration holds still
+            d = unwrap(self.d).eval().requires_grad_(False)  # eval: spectral norm's power iteration holds still
             with torch.no_grad():
                 real_logits = d(target)
             adv = generator_adversarial_loss(self.cfg.adversarial, real_logits, d(fake))
@@ -223,7 +224,7 @@ class RestoreRecipe:
 
     def inference_generator(self) -> nn.Module:
         """The EMA generator if there is one, else the raw one (unwrapped)."""
-        return self.ema.model if self.ema is not None else _unwrap(self.g)
+        return self.ema.model if self.ema is not None else unwrap(self.g)
 
     def state_dict(self) -> dict:
         return {

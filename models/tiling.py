@@ -24,7 +24,7 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
         return [0]
     step = tile - overlap
     starts = list(range(0, size - tile, step))
-    return starts + [size - tile]
+    return [*starts, size - tile]
 
 
 def _ramp(length: int, overlap: int, fade_start: bool, fade_end: bool, device: torch.device) -> Tensor:
