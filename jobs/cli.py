@@ -75,6 +75,34 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_restore(args: argparse.Namespace) -> int:
+    from jobs.train_restore import load_restore_settings, run_train_restore
+
+    metrics = run_train_restore(load_restore_settings(args.config), address=args.address)
+    print(json.dumps(metrics, sort_keys=True, default=str))
+    return 0
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    from jobs.restore_infer import Restorer, run_restore
+
+    report = run_restore(args.input, args.output, Restorer(args.checkpoint, tile=args.tile, overlap=args.overlap))
+    print(f"restored {len(report['restored'])}, failed {len(report['failed'])}; report: {args.output}/_restore.json")
+    for failure in report["failed"]:
+        print(f"  failed: {failure['source']}: {failure['error']}")
+    summary = {"restored": len(report["restored"]), "failed": len(report["failed"]), "seconds": report["seconds"]}
+    print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _cmd_eval_restore(args: argparse.Namespace) -> int:
+    from jobs.eval_restore import load_eval_restore_settings, run_eval_restore
+
+    result = run_eval_restore(load_eval_restore_settings(args.config))
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _cmd_eval_fusion(args: argparse.Namespace) -> int:
     from jobs.eval_fusion import ABLATIONS, run_eval_fusion
     from jobs.train_fusion import load_fusion_settings
@@ -169,6 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_fusion.add_argument("--config", required=True, help="YAML (see configs/train_fusion.yaml)")
     train_fusion.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     train_fusion.set_defaults(func=_cmd_train_fusion)
+    train_restore = train_sub.add_parser("restore", help="the restoration GAN (and its quality classifier)")
+    train_restore.add_argument("--config", required=True, help="YAML (see configs/train_restore.yaml)")
+    train_restore.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+    train_restore.set_defaults(func=_cmd_train_restore)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
     train_demo.set_defaults(func=_cmd_train_demo)
 
@@ -191,12 +223,24 @@ def build_parser() -> argparse.ArgumentParser:
     eval_fusion.add_argument("--ablations", help="comma-separated subset of text,style,object,key,no_weights")
     eval_fusion.set_defaults(func=_cmd_eval_fusion)
 
+    eval_restore = eval_sub.add_parser("restore", help="PSNR/SSIM of input, classical, L1 and GAN on held-out photos")
+    eval_restore.add_argument("--config", required=True, help="YAML (see configs/eval_restore.yaml)")
+    eval_restore.set_defaults(func=_cmd_eval_restore)
+
     eval_ocr = eval_sub.add_parser("ocr", help="character error rate and line recall, English and Chinese")
     eval_ocr.add_argument("--manifest", required=True, help="corpus manifest URI (mediascore make-corpus)")
     eval_ocr.add_argument("--splits", default="test", help="comma-separated splits")
     eval_ocr.add_argument("--config", help="score YAML whose stages.ocr sets the engine; default: the defaults")
     eval_ocr.add_argument("--limit", type=int, help="at most this many images")
     eval_ocr.set_defaults(func=_cmd_eval_ocr)
+
+    restore = sub.add_parser("restore", help="restore every image and video under a URI into another")
+    restore.add_argument("--input", required=True, help="URI of a prefix (or one object) of images and videos")
+    restore.add_argument("--output", required=True, help="URI of the output prefix (same relative names)")
+    restore.add_argument("--checkpoint", default="checkpoints/restore_tiny.pt", help="generator checkpoint URI")
+    restore.add_argument("--tile", type=int, default=256, help="tile side in pixels (0: whole frames)")
+    restore.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
+    restore.set_defaults(func=_cmd_restore)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)

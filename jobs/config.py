@@ -169,6 +169,20 @@ class FusionStageConfig(StrictModel):
     resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
 
 
+class RestoreStageConfig(StrictModel):
+    """The restoration stage: frames the quality classifier puts below ``threshold`` (on the method's 0-100 scale,
+    60 = the lower edge of "good") are restored by the generator, written as images, and judged again."""
+
+    checkpoint: str | None = Field(None, description="URI of a generator.pt written by `mediascore train restore`")
+    quality_checkpoint: str | None = Field(None, description="unset: the classifier the generator was trained with")
+    threshold: float = Field(60.0, ge=0, le=100, description="restore frames whose quality number is below this")
+    output: str | None = Field(None, description="where restored frames go; unset: <score output>/restored")
+    format: Literal["png", "jpeg"] = "png"
+    tile: int = Field(256, ge=0, description="tile side in pixels (0: whole frames)")
+    overlap: int = Field(32, ge=0)
+    resources: Resources = Resources(num_cpus=1.0, batch_size=4, concurrency=1)
+
+
 class StagesConfig(StrictModel):
     """The stages to run, in order, and one section per stage."""
 
@@ -184,6 +198,7 @@ class StagesConfig(StrictModel):
     text_embed: TextEmbedConfig = TextEmbedConfig()
     objects: ObjectsConfig = ObjectsConfig()
     fusion: FusionStageConfig = FusionStageConfig()
+    restore: RestoreStageConfig = RestoreStageConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:

@@ -221,6 +221,9 @@ def run_score(
     """Score every media object under ``input_uri`` into ``output_uri``; rerunning resumes."""
     started = time.monotonic()
     stages = list(cfg.stages.run if stages is None else stages)
+    if "restore" in stages and cfg.stages.restore.output is None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.stages.restore.output = storage.join(output_uri, "restored")
     job = {"input": input_uri, "stages": stages, "fingerprint": fingerprint(cfg, stages)}
     listing = list_inputs(input_uri, cfg.listing)
     if not listing.media and not listing.skipped:

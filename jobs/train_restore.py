@@ -42,6 +42,9 @@ class TrainRestoreSettings(StrictModel):
     degrade: DegradeConfig = DegradeConfig()
     patch: int = Field(64, ge=16, description="training crop side (the method's 256; smaller trains faster on CPU)")
     patch_stride: int = Field(48, ge=8)
+    min_patch_std: float = Field(
+        6.0, ge=0, description="drop flat patches (grey-level std below this): no detail to restore, nothing learned"
+    )
     val_every: int = Field(10, ge=2, description="every n-th patch validates instead of training")
     max_val: int = Field(256, ge=1)
     generator: dict = {}
@@ -286,6 +289,7 @@ def prepare_patches(settings: TrainRestoreSettings) -> dict:
     if not kept:
         raise ValueError("no source image passed the size and quality filter: nothing to train on")
     patches = np.concatenate([cut_patches(im, settings.patch, settings.patch_stride) for _, im in kept])
+    patches = patches[patches.reshape(len(patches), -1).std(axis=1) >= settings.min_patch_std]
     is_val = np.arange(len(patches)) % settings.val_every == settings.val_every - 1
     val = patches[is_val][: settings.max_val]
     data = {"sources": [name for name, _ in kept], "held_out": settings.sources.held_out}

@@ -9,6 +9,7 @@ from jobs.stages.fusion import FusionStage
 from jobs.stages.objects import ObjectsStage
 from jobs.stages.ocr import OcrStage
 from jobs.stages.quality import QualityStage
+from jobs.stages.restore import RestoreStage
 from jobs.stages.text_embed import TextEmbedStage
 
 STAGES: dict[str, type[Stage]] = {
@@ -18,6 +19,7 @@ STAGES: dict[str, type[Stage]] = {
     TextEmbedStage.name: TextEmbedStage,
     ObjectsStage.name: ObjectsStage,
     FusionStage.name: FusionStage,
+    RestoreStage.name: RestoreStage,
 }
 
 
