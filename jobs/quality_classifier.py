@@ -56,7 +56,7 @@ def train_quality_classifier(
             opt.zero_grad()
             loss.backward()
             opt.step()
-        log.info("quality classifier epoch %d: loss %.4f", epoch, float(loss))
+        log.info("quality classifier epoch %d: loss %.4f", epoch, loss.item())
     net.eval()
     with torch.no_grad():
         accuracy = float((net(x[:n_val]).argmax(1) == y[:n_val]).float().mean())

@@ -10,6 +10,7 @@ import html
 import io
 import math
 
+import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -20,6 +21,18 @@ from jobs.decode import VideoFrame, decode_image, sample_video
 from jobs.output import read_json
 
 THUMB_WIDTH = 200
+
+
+STAGE_HISTOGRAMS = (
+    "cam_score",
+    "cam_mask_area",
+    "ocr_count",
+    "text_token_count",
+    "obj_count",
+    "fusion_score",
+    "restore_quality_before",
+    "restore_quality_after",
+)
 
 
 def _read_folder(output_uri: str, folder: str) -> pd.DataFrame:
@@ -73,9 +86,14 @@ def _thumb(pixels: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _png(pixels: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def cam_overlay(stage, pixels: np.ndarray, box) -> np.ndarray:
     """The CAM of the predicted class as a heatmap over the image, with the predicted box."""
-    import cv2
 
     _, _, cams = stage.localize([pixels])
     height, width = pixels.shape[:2]
@@ -117,7 +135,6 @@ def _has(value) -> bool:
 def detections_overlay(pixels: np.ndarray, row) -> np.ndarray | None:
     """OCR quadrilaterals (numbered, the text goes in the caption) and object boxes (coloured by label) drawn over
     the frame; ``None`` when the row has neither."""
-    import cv2
 
     quads, boxes = getattr(row, "ocr_boxes", None), getattr(row, "obj_boxes", None)
     key = getattr(row, "fusion_key_box", None)
@@ -205,6 +222,34 @@ def _gallery(rows: pd.DataFrame, n: int, seed: int = 0, cam_stage=None) -> str:
     return "<div class='gallery'>" + "".join(cells) + "</div>"
 
 
+def _zoom(pixels: np.ndarray, size: int = 160) -> np.ndarray:
+    """The centre ``size`` crop, shown at 2x so restored detail is visible."""
+    h, w = pixels.shape[:2]
+    y, x = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    crop = pixels[y : y + size, x : x + size]
+    return cv2.resize(crop, (2 * crop.shape[1], 2 * crop.shape[0]), interpolation=cv2.INTER_NEAREST)
+
+
+def _restore_pairs(rows: pd.DataFrame, n: int) -> str:
+    """Before/after pairs of the restored frames with the lowest quality before, whole and zoomed."""
+    if "restore_applied" not in rows.columns or not rows.restore_applied.fillna(False).astype(bool).any():
+        return "<p>no restored frames</p>"
+    picked = rows[rows.restore_applied.fillna(False).astype(bool)].nsmallest(n, "restore_quality_before")
+    cells = []
+    for r in picked.itertuples():
+        try:
+            before = load_frame(r.source_uri, r.media_type, r.timestamp_s)
+            after = decode_image(storage.read_bytes(r.restore_uri), max_pixels=10**8)[0]
+            img = "".join(f"<img src='data:image/jpeg;base64,{_thumb(p)}'>" for p in (before, after))
+            img += "<br>" + "".join(f"<img src='data:image/png;base64,{_png(_zoom(p))}'>" for p in (before, after))
+        except Exception as exc:  # the report must not fail on one unreadable file
+            img = f"<i>cannot show: {html.escape(str(exc))}</i>"
+        name = html.escape(r.source_uri.rsplit("/", 1)[-1])
+        quality = f"quality {r.restore_quality_before:.0f} &rarr; {r.restore_quality_after:.0f}"
+        cells.append(f"<figure>{img}<figcaption><b>{name}</b> before | after; {quality}</figcaption></figure>")
+    return "<div class='gallery'>" + "".join(cells) + "</div>"
+
+
 def _table(data: dict) -> str:
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in data.items())
     return f"<table>{body}</table>"
@@ -217,11 +262,7 @@ def build_report(output_uri: str, samples: int = 12) -> str:
     rows, dead = _read_folder(output_uri, "rows"), _read_folder(output_uri, "dead_letter")
     errors = summary.pop("errors_by_reason", {})
     summary.pop("locations", None)
-    numeric = [c for c in rows.columns if c.startswith("quality_")] + [
-        c
-        for c in ("cam_score", "cam_mask_area", "ocr_count", "text_token_count", "obj_count", "fusion_score")
-        if c in rows.columns
-    ]
+    numeric = [c for c in rows.columns if c.startswith("quality_")] + [c for c in STAGE_HISTOGRAMS if c in rows.columns]
     hists = "".join(histogram_svg(rows[c].to_numpy(dtype=float), c) for c in numeric if rows[c].notna().any())
     dead_rows = "".join(
         f"<tr><td>{html.escape(r.source_uri)}</td><td>{html.escape(r.error_code)}</td><td>{html.escape(r.error)}</td></tr>"
@@ -238,6 +279,7 @@ figure img{{margin-right:4px}}</style></head><body>
 <h2>Errors by reason</h2>{_table(errors) if errors else "<p>none</p>"}
 <h2>Score distributions</h2>{hists or "<p>no stage values (inventory run)</p>"}
 <h2>Sample of rows</h2>{gallery}
+<h2>Restored frames (before | after, centre zoomed 2x)</h2>{_restore_pairs(rows, 6) if not rows.empty else ""}
 <h2>Dead letter ({len(dead)})</h2><table><tr><th>source</th><th>reason</th><th>error</th></tr>{dead_rows}</table>
 </body></html>"""
 

@@ -125,3 +125,33 @@ def fusion_trained(ray_local):
     history = read_json(storage.join(settings.output, "history.json"))
     run_train_fusion(settings)
     return settings, best, history
+
+
+def restore_settings_dict(output: str, epochs: int) -> dict:
+    """A tiny restoration run: two photos, 32 px patches, an 8-channel generator."""
+    return {
+        "output": output,
+        "sources": {"photos": ["camera", "brick"]},
+        "quality": {"crops": 240, "crop": 32, "epochs": 2, "judge_patches": 4},
+        "quality_model": {"widths": [8, 16], "hidden": 16},
+        "patch": 32,
+        "patch_stride": 32,
+        "max_val": 48,
+        "generator": {"width": 8, "levels": 1, "blocks": 1, "middle_blocks": 1},
+        "discriminator": {"width": 8, "layers": 2},
+        "train": {"epochs": epochs, "batch_size": 32, "lr_g": 0.002, "warmup_steps": 10, "ema_decay": 0.9},
+        "ray": {"num_cpus": 2},
+    }
+
+
+@pytest.fixture(scope="session")
+def restore_trained(ray_local):
+    """A short GAN run in S3 (2 epochs), then the same run asked for 3: it must resume at the third."""
+    from jobs.train_restore import TrainRestoreSettings, run_train_restore
+
+    output = "s3://test-restore/run"
+    run_train_restore(TrainRestoreSettings.model_validate(restore_settings_dict(output, epochs=2)))
+    first = read_json(storage.join(output, "history.json"))
+    settings = TrainRestoreSettings.model_validate(restore_settings_dict(output, epochs=3))
+    run_train_restore(settings)
+    return settings, first

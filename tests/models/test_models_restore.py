@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -73,7 +74,7 @@ def test_tile_starts_cover_the_axis_with_full_tiles():
     assert tile_starts(100, 128, 16) == [0]
     starts = tile_starts(300, 128, 32)
     assert starts[0] == 0 and starts[-1] == 300 - 128
-    assert all(b - a <= 128 - 32 for a, b in zip(starts, starts[1:]))
+    assert all(b - a <= 128 - 32 for a, b in itertools.pairwise(starts))
 
 
 def test_tiled_identity_is_exact_and_bad_overlap_fails():
