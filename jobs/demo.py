@@ -23,7 +23,9 @@ CHECKPOINTS = ROOT / "checkpoints"
 DEMO_MODELS = {
     "cam": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt"),
     "fusion": (ROOT / "configs" / "train_fusion.yaml", CHECKPOINTS / "fusion_tiny.pt"),
+    "restore": (ROOT / "configs" / "train_restore.yaml", CHECKPOINTS / "restore_tiny.pt"),
 }
+QUALITY_CHECKPOINT = CHECKPOINTS / "quality_tiny.pt"  # made by the restore run, beside its generator
 
 
 def _corpus(uri: str, seed: int, scale: float) -> None:
@@ -68,9 +70,10 @@ def _local_paths(cfg):
     """Relative local checkpoint paths in the demo config are relative to the repository, not the working dir."""
     for name in cfg.stages.run:
         section = getattr(cfg.stages, name)
-        uri = getattr(section, "checkpoint", None)
-        if uri and "://" not in uri and not Path(uri).is_absolute():
-            section.checkpoint = str(ROOT / uri)
+        for key in ("checkpoint", "quality_checkpoint"):
+            uri = getattr(section, key, None)
+            if uri and "://" not in uri and not Path(uri).is_absolute():
+                setattr(section, key, str(ROOT / uri))
     return cfg
 
 
@@ -80,7 +83,7 @@ def train_demo_models(seed: int = 0) -> dict[str, dict]:
     Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
     file beside it records the command and the final metrics, so the committed weights say how they were made.
     """
-    from jobs import train_cam, train_fusion
+    from jobs import train_cam, train_fusion, train_restore
 
     _start_store(1.0, seed)
     made = {}
@@ -92,12 +95,19 @@ def train_demo_models(seed: int = 0) -> dict[str, dict]:
             settings.resume = False  # a clean run: the committed file must be reproducible from the config alone
             metrics = train_cam.run_train_cam(settings)
             latest = read_json(storage.join(settings.output, "latest.json"))
-        else:
+        elif name == "fusion":
             with _chdir(ROOT):  # the config's local paths are relative to the repository
                 settings = train_fusion.load_fusion_settings(config)
             settings.resume = False
             latest = train_fusion.run_train_fusion(settings)  # the best epoch (lowest validation loss)
             metrics = latest["metrics"]
+        else:
+            settings = train_restore.load_restore_settings(config)
+            settings.resume = False
+            metrics = train_restore.run_train_restore(settings)
+            latest = read_json(train_restore.paths(settings.output)["latest"])
+            latest["checkpoint"] = latest["generator"]  # the EMA weights only, no optimizer state
+            QUALITY_CHECKPOINT.write_bytes(storage.read_bytes(train_restore.paths(settings.output)["quality"]))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(storage.read_bytes(latest["checkpoint"]))
         made[name] = {

@@ -1,9 +1,12 @@
 """Training material of the restoration GAN: source photos, the sample-image filter and training patches. Ray-free.
 
 Sources are the real photos that ship inside scikit-image (named; a named subset is held out for evaluation and
-never reaches training) and, optionally, the images of a corpus manifest. The method's filter (claims 7-11) keeps
-an initial image only when it meets a preset size (500x500 by default) and the quality classifier puts it in the
-"good" class; its "has a background" test is not defined in the method and is left out (every photo here has one).
+never reaches training) and, optionally, the cartoon and sketch images of a corpus manifest: most training photos
+are grey, and the corpus's flat colours and coloured edges teach the generator colour.
+
+The method's filter (claims 7-11) keeps an initial image only when it meets a preset size (500x500 by default)
+and the quality classifier puts it in the "good" class; its "has a background" test is not defined in the method
+and is left out (every photo here has one).
 
 Where the quality classifier's labels come from: the method trains it on manually annotated classes with quality
 numbers 0-100 (poor below 30, medium below 60). We have no annotators, so a label is measured instead: a crop of a
@@ -47,6 +50,11 @@ class SourceSettings(StrictModel):
     held_out: list[str] = list(HELD_OUT)
     corpus_manifest: str | None = Field(None, description="also the images of this corpus manifest")
     corpus_limit: int = Field(200, ge=0, description="at most this many corpus images (largest first)")
+    corpus_image_types: list[str] = Field(
+        ["cartoon", "sketch"],
+        description="corpus image types used; the corpus's photos are crops of the scikit-image photos, held-out "
+        "ones included, so they stay out by default",
+    )
     min_size: int = Field(500, ge=1, description="the method's preset size: width and height at least this")
     quality_filter: bool = Field(True, description="keep only images the quality classifier calls good")
 

@@ -45,6 +45,8 @@ class TrainRestoreSettings(StrictModel):
     min_patch_std: float = Field(
         6.0, ge=0, description="drop flat patches (grey-level std below this): no detail to restore, nothing learned"
     )
+    max_patches_per_image: int = Field(96, ge=1, description="a seeded random subset of each image's patches")
+    permute_channels: bool = Field(True, description="augmentation: RGB channels in a random order")
     val_every: int = Field(10, ge=2, description="every n-th patch validates instead of training")
     max_val: int = Field(256, ge=1)
     generator: dict = {}
@@ -86,14 +88,16 @@ def paths(output: str) -> dict[str, str]:
 
 
 def make_pairs(patches: np.ndarray, ids: np.ndarray, epoch: int, settings: TrainRestoreSettings):
-    """Degraded and clean patches (flipped / transposed at random) as float tensors ``(B, 3, S, S)`` in [0, 1]."""
+    """Degraded and clean patches as float tensors ``(B, 3, S, S)`` in [0, 1]; the clean patch is flipped,
+    transposed and its channels permuted at random first."""
     from jobs.quality_classifier import to_tensor
 
     lq, hq = [], []
     for patch, pid in zip(patches, ids, strict=True):
         rng = np.random.default_rng([settings.seed, epoch, int(pid)])
         clean = patch[:, ::-1] if rng.random() < 0.5 else patch
-        clean = np.ascontiguousarray(clean.transpose(1, 0, 2) if rng.random() < 0.5 else clean)
+        clean = clean.transpose(1, 0, 2) if rng.random() < 0.5 else clean
+        clean = np.ascontiguousarray(clean[:, :, rng.permutation(3)] if settings.permute_channels else clean)
         lq.append(degrade(clean, settings.degrade, rng)[0])
         hq.append(clean)
     return to_tensor(np.stack(lq)), to_tensor(np.stack(hq))
@@ -231,7 +235,8 @@ def source_images(settings: SourceSettings) -> list[tuple[str, np.ndarray]]:
     out = [(f"skimage:{name}", load_photo(name)) for name in settings.photos]
     if settings.corpus_manifest and settings.corpus_limit:
         rows = read_manifest(settings.corpus_manifest)
-        rows = rows[(rows.media_type == "image") & rows.broken.isna()] if "broken" in rows else rows
+        usable = (rows.media_type == "image") & rows.broken.isna() & rows.image_type.isin(settings.corpus_image_types)
+        rows = rows[usable]
         rows = rows.assign(pixels=rows.width * rows.height).sort_values(["pixels", "uri"], ascending=[False, True])
         for uri in rows.uri.head(settings.corpus_limit):
             out.append((uri, decode_image(storage.read_bytes(uri), max_pixels=64_000_000)[0]))
@@ -288,8 +293,13 @@ def prepare_patches(settings: TrainRestoreSettings) -> dict:
     print(f"[train restore] sample images: kept {len(kept)} of {len(images)} (see {paths(settings.output)['samples']})")
     if not kept:
         raise ValueError("no source image passed the size and quality filter: nothing to train on")
-    patches = np.concatenate([cut_patches(im, settings.patch, settings.patch_stride) for _, im in kept])
-    patches = patches[patches.reshape(len(patches), -1).std(axis=1) >= settings.min_patch_std]
+    rng = np.random.default_rng(settings.seed)
+    patches = []
+    for _, image in kept:
+        cut = cut_patches(image, settings.patch, settings.patch_stride)
+        cut = cut[cut.reshape(len(cut), -1).std(axis=1) >= settings.min_patch_std]
+        patches.append(cut[np.sort(rng.permutation(len(cut))[: settings.max_patches_per_image])])
+    patches = np.concatenate(patches)
     is_val = np.arange(len(patches)) % settings.val_every == settings.val_every - 1
     val = patches[is_val][: settings.max_val]
     data = {"sources": [name for name, _ in kept], "held_out": settings.sources.held_out}
