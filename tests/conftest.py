@@ -135,11 +135,12 @@ def restore_settings_dict(output: str, epochs: int) -> dict:
         "quality": {"crops": 240, "crop": 32, "epochs": 2, "judge_patches": 4},
         "quality_model": {"widths": [8, 16], "hidden": 16},
         "patch": 32,
-        "patch_stride": 32,
-        "max_val": 48,
+        "patch_stride": 16,
+        "max_patches_per_image": 400,
+        "max_val": 64,
         "generator": {"width": 8, "levels": 1, "blocks": 1, "middle_blocks": 1},
         "discriminator": {"width": 8, "layers": 2},
-        "train": {"epochs": epochs, "batch_size": 32, "lr_g": 0.002, "warmup_steps": 10, "ema_decay": 0.9},
+        "train": {"epochs": epochs, "batch_size": 16, "lr_g": 0.002, "warmup_steps": 20, "ema_decay": 0.9},
         "ray": {"num_cpus": 2},
     }
 
