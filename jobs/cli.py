@@ -116,7 +116,8 @@ def _cmd_eval_fusion(args: argparse.Namespace) -> int:
 def _cmd_train_demo(args: argparse.Namespace) -> int:
     from jobs.demo import train_demo_models
 
-    print(json.dumps(train_demo_models(), sort_keys=True, default=str))
+    only = tuple(m for m in args.models.split(",") if m) if args.models else None
+    print(json.dumps(train_demo_models(only=only), sort_keys=True, default=str))
     return 0
 
 
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_restore.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     train_restore.set_defaults(func=_cmd_train_restore)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
+    train_demo.add_argument("--models", help="comma-separated subset of cam,fusion,restore (default: all, in order)")
     train_demo.set_defaults(func=_cmd_train_demo)
 
     evaluate = sub.add_parser("eval", help="evaluate a model; the last line is one JSON object")

@@ -77,7 +77,7 @@ def _local_paths(cfg):
     return cfg
 
 
-def train_demo_models(seed: int = 0) -> dict[str, dict]:
+def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dict[str, dict]:
     """Train every demo model on the sample corpus and copy its final checkpoint into ``checkpoints/``.
 
     Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
@@ -88,6 +88,8 @@ def train_demo_models(seed: int = 0) -> dict[str, dict]:
     _start_store(1.0, seed)
     made = {}
     for name, (config, target) in DEMO_MODELS.items():
+        if only is not None and name not in only:
+            continue
         started = time.monotonic()
         print(f"[train demo] {name}: {config.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
         if name == "cam":
