@@ -73,6 +73,25 @@ class TrainCamSettings(StrictModel):
             raise ValueError(str(exc)) from None
 
 
+def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:
+    """Run ``train_func`` on ``scaling.num_workers`` Ray Train workers (DDP), the ``train`` dataset sharded across
+    them; Ray's own run records go under ``.mediascore/ray_results``."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    TorchTrainer(
+        train_func,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        datasets={"train": train_dataset},
+        run_config=RunConfig(name=name, storage_path=str(Path(".mediascore/ray_results").resolve())),
+    ).fit()
+
+
 def load_train_settings(path: str | Path, overrides: dict | None = None) -> TrainCamSettings:
     return load_yaml(TrainCamSettings, path, overrides)
 
@@ -197,8 +216,6 @@ def _save(settings, config, net, recipe, model_cfg, metrics: dict, epoch: int, s
 def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dict:
     """Prepare the data, run the trainer, return the last metrics."""
     import ray.data
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from jobs.score import init_ray
 
@@ -220,23 +237,13 @@ def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dic
             )
             .materialize()
         )  # decoded once, reused every epoch
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={
-                "settings": settings.model_dump(mode="json"),
-                "classes": classes,
-                "n_train": len(rows),
-                "manifest_sha1": hashlib.sha1(manifest_bytes).hexdigest(),
-            },
-            scaling_config=ScalingConfig(
-                num_workers=settings.scaling.num_workers,
-                use_gpu=settings.scaling.use_gpu,
-                resources_per_worker={"CPU": settings.scaling.cpus_per_worker},
-            ),
-            datasets={"train": ds},
-            run_config=RunConfig(name="train-cam", storage_path=str(Path(".mediascore/ray_results").resolve())),
-        )
-        trainer.fit()
+        loop_config = {
+            "settings": settings.model_dump(mode="json"),
+            "classes": classes,
+            "n_train": len(rows),
+            "manifest_sha1": hashlib.sha1(manifest_bytes).hexdigest(),
+        }
+        fit(train_func, loop_config, settings.scaling, ds, "train-cam")
         return (read_json(_paths(settings.output)["latest"]) or {}).get("metrics", {})
     finally:
         if started:

@@ -26,7 +26,7 @@ from pydantic import Field, field_validator
 from jobs import storage
 from jobs.config import RayConfig, StrictModel, load_config, load_yaml
 from jobs.output import read_json, write_json
-from jobs.train_cam import ScalingSettings
+from jobs.train_cam import ScalingSettings, fit
 
 CLASSES = ["safe", "risky"]
 FEATURE_STAGES = ["ocr", "text_embed", "objects"]
@@ -337,8 +337,6 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
 
     import ray.data
     from ray.data.expressions import col
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from jobs.score import init_ray
 
@@ -348,24 +346,14 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
         model = build_upstream_model(settings)
         fs, path = storage.resolve(storage.join(settings.data.cache, "rows/"))
         train = ray.data.read_parquet(path, filesystem=fs).filter(expr=col("split").is_in(settings.data.train_splits))
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={
-                "settings": settings.model_dump(mode="json"),
-                "model": dc.asdict(model.cfg),
-                "upstream_state": model.upstream.state_dict(),
-                "specs": summary["specs"],
-                "manifest_sha1": summary["manifest_sha1"],
-            },
-            scaling_config=ScalingConfig(
-                num_workers=settings.scaling.num_workers,
-                use_gpu=settings.scaling.use_gpu,
-                resources_per_worker={"CPU": settings.scaling.cpus_per_worker},
-            ),
-            datasets={"train": train},
-            run_config=RunConfig(name="train-fusion", storage_path=str(Path(".mediascore/ray_results").resolve())),
-        )
-        trainer.fit()
+        loop_config = {
+            "settings": settings.model_dump(mode="json"),
+            "model": dc.asdict(model.cfg),
+            "upstream_state": model.upstream.state_dict(),
+            "specs": summary["specs"],
+            "manifest_sha1": summary["manifest_sha1"],
+        }
+        fit(train_func, loop_config, settings.scaling, train, "train-fusion")
         return read_json(_paths(settings.output)["best"]) or {}
     finally:
         if started:

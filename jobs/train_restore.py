@@ -26,7 +26,7 @@ from jobs.config import RayConfig, StrictModel, load_yaml
 from jobs.degrade import DegradeConfig, degrade
 from jobs.output import read_json, write_json
 from jobs.restore_data import QualityLabelSettings, SourceSettings
-from jobs.train_cam import ScalingSettings
+from jobs.train_cam import ScalingSettings, fit
 
 
 class TrainRestoreSettings(StrictModel):
@@ -310,8 +310,6 @@ def prepare_patches(settings: TrainRestoreSettings) -> dict:
 def run_train_restore(settings: TrainRestoreSettings, address: str | None = None) -> dict:
     """Prepare the patches, run the trainer, return the last epoch's metrics."""
     import ray.data
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from jobs.score import init_ray
 
@@ -320,23 +318,13 @@ def run_train_restore(settings: TrainRestoreSettings, address: str | None = None
         prepared = prepare_patches(settings)
         train = prepared["train"]
         ds = ray.data.from_items([{"patch": p, "id": i} for i, p in enumerate(train)]).materialize()
-        trainer = TorchTrainer(
-            train_func,
-            train_loop_config={
-                "settings": settings.model_dump(mode="json"),
-                "quality": prepared["quality"],
-                "val_patches": prepared["val"],
-                "data": prepared["data"],
-            },
-            scaling_config=ScalingConfig(
-                num_workers=settings.scaling.num_workers,
-                use_gpu=settings.scaling.use_gpu,
-                resources_per_worker={"CPU": settings.scaling.cpus_per_worker},
-            ),
-            datasets={"train": ds},
-            run_config=RunConfig(name="train-restore", storage_path=str(Path(".mediascore/ray_results").resolve())),
-        )
-        trainer.fit()
+        loop_config = {
+            "settings": settings.model_dump(mode="json"),
+            "quality": prepared["quality"],
+            "val_patches": prepared["val"],
+            "data": prepared["data"],
+        }
+        fit(train_func, loop_config, settings.scaling, ds, "train-restore")
         return (read_json(paths(settings.output)["latest"]) or {}).get("metrics", {})
     finally:
         if started:
