@@ -105,9 +105,9 @@ def make_pairs(patches: np.ndarray, ids: np.ndarray, epoch: int, settings: Train
 
 def validation_pairs(patches: np.ndarray, settings: TrainRestoreSettings):
     """The fixed validation pairs: each patch degraded with its own seed, the same every epoch and run."""
-    lq = np.stack([degrade(p, settings.degrade, [settings.seed, 1_000_003, i])[0] for i, p in enumerate(patches)])
     from jobs.quality_classifier import to_tensor
 
+    lq = np.stack([degrade(p, settings.degrade, [settings.seed, 1_000_003, i])[0] for i, p in enumerate(patches)])
     return to_tensor(lq), to_tensor(patches)
 
 
