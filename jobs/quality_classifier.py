@@ -24,7 +24,10 @@ def to_tensor(images: np.ndarray):
     """uint8 ``(N, H, W, 3)`` -> float ``(N, 3, H, W)`` in ``[0, 1]``."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+    images = np.ascontiguousarray(images)
+    if not images.flags.writeable:  # torch wants a writable buffer (decoded images may be read-only views)
+        images = images.copy()
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
 
 
 def train_quality_classifier(
