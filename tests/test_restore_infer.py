@@ -71,6 +71,7 @@ def test_eval_restore_reports_every_key(restore_trained, tmp_path):
         for name in ("input", "classical", "gan"):
             assert np.isfinite(result[f"{metric}_{name}"])
     assert result["images"] == 2
+    assert result["psnr_classical_fixed"] <= result["psnr_classical"] + 1e-6  # one pipeline for all <= best per image
     assert result["gan_minus_input_db"] == pytest.approx(result["psnr_gan"] - result["psnr_input"], abs=1e-3)
     crops = np.asarray(Image.open(io.BytesIO(storage.read_bytes("s3://test-restore/eval/crops.png"))))
     assert crops.shape[0] == 2 * (64 + 20) and crops.shape[1] == 4 * (64 + 4)  # clean, input, classical, gan
