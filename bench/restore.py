@@ -12,7 +12,8 @@
   threshold is 100 (quality numbers top out at 80), so every frame is restored on both sides. Both times include
   building the models.
 
-    python bench/restore.py [--checkpoint checkpoints/restore_tiny.pt] [--n 8] [--repeats 3] [--threads 1]
+    python bench/restore.py [--checkpoint checkpoints/restore_tiny.pt] [--n 64] [--repeats 3] [--threads 1]
+        [--quality-checkpoint checkpoints/quality_tiny.pt]
 
 The last line is one JSON object: ``tiling_overhead``, ``stage_ratio``, ``megapixels_per_s`` and the figures behind
 them.
@@ -81,13 +82,14 @@ def _inputs(prefix: str, n: int) -> None:
         storage.write_bytes(storage.join(prefix, f"img_{i:03d}.jpg"), buf.getvalue())
 
 
-def time_stage(checkpoint: str, n: int, concurrency: int, tile: int, overlap: int) -> dict:
+def time_stage(checkpoint: str, quality: str, n: int, concurrency: int, tile: int, overlap: int) -> dict:
     import ray
 
     prefix = "s3://bench-restore/inputs"
     storage.ensure_bucket(prefix)
     _inputs(prefix, n)
-    restore = {"checkpoint": checkpoint, "threshold": 100, "tile": tile, "overlap": overlap}
+    restore = {"checkpoint": checkpoint, "quality_checkpoint": quality, "threshold": 100, "tile": tile}
+    restore["overlap"] = overlap
     overrides = {
         "stages": {"run": ["restore"], "fuse": "decode", "restore": restore},
         "decode": {"resources": {"num_cpus": 1, "batch_size": 2, "concurrency": concurrency}},
@@ -118,11 +120,12 @@ def time_stage(checkpoint: str, n: int, concurrency: int, tile: int, overlap: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default="checkpoints/restore_tiny.pt")
+    parser.add_argument("--quality-checkpoint", default="checkpoints/quality_tiny.pt")
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     import torch
@@ -133,7 +136,8 @@ def main() -> None:
     tiling = time_tiling(checkpoint, args.tile, args.overlap, args.repeats)
     print(f"tiling: {tiling}", flush=True)
     with temporary_store():
-        stage = time_stage(checkpoint, args.n, args.concurrency, args.tile, args.overlap)
+        quality = os.path.abspath(args.quality_checkpoint)
+        stage = time_stage(checkpoint, quality, args.n, args.concurrency, args.tile, args.overlap)
     print(f"stage:  {stage}", flush=True)
     result = tiling | stage | {"threads": args.threads, "cores": os.cpu_count(), "tile": args.tile}
     print(json.dumps(result, sort_keys=True))
