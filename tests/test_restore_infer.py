@@ -81,6 +81,7 @@ def test_eval_restore_reports_every_key(restore_trained, tmp_path):
 
 def test_eval_restore_refuses_a_model_trained_on_held_out_photos(tmp_path):
     config = tmp_path / "leak.yaml"
-    config.write_text(yaml.safe_dump({"output": "/tmp/never", "sources": {"photos": ["coffee"], "held_out": []}}))
+    never = str(tmp_path / "never")
+    config.write_text(yaml.safe_dump({"output": never, "sources": {"photos": ["coffee"], "held_out": []}}))
     with pytest.raises(ValueError, match="coffee"):
-        run_eval_restore(EvalRestoreSettings(output="/tmp/never", photos=["coffee"], models={"l1": str(config)}))
+        run_eval_restore(EvalRestoreSettings(output=never, photos=["coffee"], models={"l1": str(config)}))

@@ -60,9 +60,9 @@ def test_samples_record_every_filter_decision(restore_trained):
 
 def test_config_refuses_bad_keys_and_held_out_photos(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("output: /tmp/x\ngenerator: {widht: 8}\n")
+    bad.write_text(f"output: {tmp_path / 'out'}\ngenerator: {{widht: 8}}\n")
     with pytest.raises(ConfigError, match="widht"):
         load_restore_settings(bad)
-    bad.write_text("output: /tmp/x\ntrain: {adversarial: wasserstein}\n")
+    bad.write_text(f"output: {tmp_path / 'out'}\ntrain: {{adversarial: wasserstein}}\n")
     with pytest.raises(ConfigError, match="adversarial"):
         load_restore_settings(bad)
