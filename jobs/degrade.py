@@ -264,13 +264,16 @@ def apply_params(image: np.ndarray, steps: list[dict]) -> np.ndarray:
     return out
 
 
-def degrade(image: np.ndarray, cfg: DegradeConfig, seed: int | np.random.Generator) -> tuple[np.ndarray, list[dict]]:
+def degrade(
+    image: np.ndarray, cfg: DegradeConfig, seed: int | list[int] | np.random.Generator
+) -> tuple[np.ndarray, list[dict]]:
     """Degrades an RGB uint8 image with steps drawn from ``cfg``.
 
     Args:
         image: The clean image, uint8 of shape (H, W, 3).
         cfg: The degradation config.
-        seed: An int seed or a generator; the same seed gives byte-identical output and params.
+        seed: An int seed, a list of ints (a seed sequence) or a generator; the same seed gives byte-identical
+            output and params.
 
     Returns:
         The degraded image (same shape, uint8) and the steps applied, for :func:`apply_params`.
