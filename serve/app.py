@@ -144,13 +144,25 @@ class Gateway:
     async def readyz(self) -> dict:
         return {"status": "ready", "restore_model": await self.restore.version.remote()}
 
+    async def _call(self, handle, image: np.ndarray, retry_after_s: float):
+        """A model call; a full model queue becomes 503 with Retry-After instead of an error."""
+        from ray.serve.exceptions import BackPressureError
+
+        try:
+            return await handle.predict.remote(image)
+        except BackPressureError:
+            retry = str(max(1, round(retry_after_s)))
+            raise HTTPException(503, detail="over capacity, retry later", headers={"Retry-After": retry}) from None
+
     @api.post("/v1/ocr")
     async def ocr_route(self, request: Request) -> dict:
-        return await self.ocr.predict.remote(await self._image(request))
+        image = await self._image(request)
+        return await self._call(self.ocr, image, self.cfg.ocr_deployment.retry_after_s)
 
     @api.post("/v1/restore")
     async def restore_route(self, request: Request) -> Response:
-        result = await self.restore.predict.remote(await self._image(request))
+        image = await self._image(request)
+        result = await self._call(self.restore, image, self.cfg.restore_deployment.retry_after_s)
         buf = io.BytesIO()
         Image.fromarray(result["image"]).save(buf, format="PNG")
         headers = {
