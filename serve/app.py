@@ -8,8 +8,6 @@ Each model method is a ``@serve.batch`` handler: concurrent requests reach the m
 ``max_queued_requests`` Serve's proxy answers 503 with a Retry-After header (``BackpressureConfig``).
 """
 
-from __future__ import annotations
-
 import io
 import os
 import time
