@@ -155,6 +155,15 @@ def _cmd_eval_ocr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from serve.app import run_server
+    from serve.config import load_serve_settings
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    run_server(load_serve_settings(args.config, overrides), address=args.address, num_cpus=args.num_cpus)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jobs.demo import run_demo
 
@@ -243,6 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--tile", type=int, default=256, help="tile side in pixels (0: whole frames)")
     restore.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
     restore.set_defaults(func=_cmd_restore)
+
+    srv = sub.add_parser("serve", help="the HTTP API (Ray Serve): /v1/score, /v1/localize, /v1/ocr, /v1/restore")
+    srv.add_argument("--config", default="configs/serve.yaml", help="serve config (models, limits, deployments)")
+    srv.add_argument("--address", default=None, help="Ray cluster address; unset: a local Ray")
+    srv.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray; unset: all of this machine's")
+    srv.add_argument("--host", default=None, help="override the config's host")
+    srv.add_argument("--port", type=int, default=None, help="override the config's port")
+    srv.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)

@@ -79,12 +79,13 @@ class QualityJudge:
     def __init__(self, checkpoint: str, device: str | None = None):
         import torch
 
-        from models.checkpoint import build_from_checkpoint
+        from models.checkpoint import build_from_checkpoint, describe
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, meta = build_from_checkpoint(storage.read_bytes(checkpoint), self.device)
         self.crop, self.patches = int(meta["data"]["crop"]), int(meta["data"]["judge_patches"])
-        self.version = f"{checkpoint}#epoch={meta['epoch']}"
+        self.info = describe(meta, checkpoint)
+        self.version = self.info["version"]
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """Mean class probabilities ``(3,)`` over crops of one RGB uint8 image."""

@@ -41,13 +41,14 @@ class Restorer:
     def __init__(self, checkpoint: str, tile: int = 256, overlap: int = 32, device: str | None = None):
         import torch
 
-        from models.checkpoint import build_from_checkpoint
+        from models.checkpoint import build_from_checkpoint, describe
 
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model, meta = build_from_checkpoint(storage.read_bytes(checkpoint), self.device)
         self.tile, self.overlap = tile, overlap
         self.meta = meta
-        self.version = f"{checkpoint}#epoch={meta['epoch']}"
+        self.info = describe(meta, checkpoint)
+        self.version = self.info["version"]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         import torch

@@ -141,6 +141,20 @@ def _check_format(ckpt: Any) -> None:
         raise ValueError(f"unexpected checkpoint format {found!r}; expected {FORMAT!r}")
 
 
+def describe(ckpt: dict, uri: str) -> dict:
+    """What a loaded checkpoint says about itself, for ``/v1/models`` and reports: where it came from, its epoch,
+    step, creation time and metrics; ``version`` is the ``<uri>#epoch=<n>`` string the output columns carry."""
+    return {
+        "uri": uri,
+        "version": f"{uri}#epoch={ckpt['epoch']}",
+        "builder": ckpt["builder"],
+        "epoch": ckpt["epoch"],
+        "step": ckpt["step"],
+        "created": ckpt.get("created"),
+        "metrics": ckpt.get("metrics") or {},
+    }
+
+
 def build_from_checkpoint(data: bytes | dict, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the model with its registered builder, load the weights (strict) and switch to eval mode.
 

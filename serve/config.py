@@ -1,16 +1,32 @@
-"""Typed config of ``mediascore serve``: checkpoints, request limits, API keys and one section per deployment."""
+"""Typed config of ``mediascore serve``: the models (the same sections ``mediascore score`` reads), request
+limits, API keys and one section per deployment.
+
+A relative local checkpoint path is taken relative to the repository, as in the demo config, so that replicas
+find it whatever their working directory; ``s3://`` URIs are read with the standard AWS variables.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from jobs.config import OcrConfig, StrictModel, load_yaml
+from jobs.config import (
+    CamConfig,
+    FusionStageConfig,
+    ObjectsConfig,
+    OcrConfig,
+    RestoreStageConfig,
+    StrictModel,
+    TextEmbedConfig,
+    load_yaml,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class DeploymentSettings(StrictModel):
-    """Batching, autoscaling, back-pressure and resources of one model deployment."""
+    """Batching, autoscaling, back-pressure and resources of one deployment."""
 
     max_batch_size: int = Field(8, ge=1)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
@@ -20,26 +36,53 @@ class DeploymentSettings(StrictModel):
     max_ongoing_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(32, ge=-1, description="beyond this the proxy answers 503 (-1: no limit)")
     retry_after_s: float = Field(1.0, ge=0)
-    num_cpus: float = Field(1.0, ge=0)
+    num_cpus: float = Field(0.25, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+
+
+class ServeModels(StrictModel):
+    """The model sections, exactly as in a ``mediascore score`` config (their ``resources`` are not used here:
+    each deployment has its own)."""
+
+    cam: CamConfig = CamConfig()
+    ocr: OcrConfig = OcrConfig()
+    text_embed: TextEmbedConfig = TextEmbedConfig()
+    objects: ObjectsConfig = ObjectsConfig()
+    fusion: FusionStageConfig = FusionStageConfig()
+    restore: RestoreStageConfig = RestoreStageConfig()
+
+    @model_validator(mode="after")
+    def _repo_relative(self) -> ServeModels:
+        for section in (self.cam, self.fusion, self.restore):
+            for key in ("checkpoint", "quality_checkpoint"):
+                uri = getattr(section, key, None)
+                if uri and "://" not in uri and not Path(uri).is_absolute():
+                    setattr(section, key, str(ROOT / uri))
+        return self
 
 
 class ServeSettings(StrictModel):
     """``mediascore serve`` config."""
 
-    restore_checkpoint: str = "checkpoints/restore_tiny.pt"
-    quality_checkpoint: str = "checkpoints/quality_tiny.pt"
-    ocr: OcrConfig = OcrConfig()
+    models: ServeModels = ServeModels()
     max_body_bytes: int = Field(20_000_000, ge=1)
     max_pixels: int = Field(40_000_000, ge=1)
-    api_keys: list[str] = Field([], description="accepted X-API-Key values; empty: no key needed")
+    uri_prefixes: list[str] = Field(
+        ["s3://"], description="a JSON body {'uri': ...} may name objects under these prefixes only; [] turns it off"
+    )
+    api_keys: list[str] = Field([], description="accepted X-API-Key values; empty (and none in the env): no key")
     api_keys_env: str = Field("MEDIASCORE_API_KEYS", description="comma-separated keys added from this variable")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
+    score_deployment: DeploymentSettings = DeploymentSettings(num_cpus=0.5)
+    localize_deployment: DeploymentSettings = DeploymentSettings()
     ocr_deployment: DeploymentSettings = DeploymentSettings()
     restore_deployment: DeploymentSettings = DeploymentSettings(max_batch_size=4)
-    gateway: DeploymentSettings = DeploymentSettings(num_cpus=0.1, max_ongoing_requests=64, max_queued_requests=128)
+    gateway: DeploymentSettings = DeploymentSettings(num_cpus=0.1, max_ongoing_requests=256, max_queued_requests=512)
 
 
 def load_serve_settings(path: str | Path | None = None, overrides: dict | None = None) -> ServeSettings:
+    """A serve config; a relative ``path`` missing from the working directory is looked up in the repository."""
+    if path is not None and not Path(path).exists() and not Path(path).is_absolute() and (ROOT / path).exists():
+        path = ROOT / path
     return load_yaml(ServeSettings, path, overrides)

@@ -58,7 +58,7 @@ class CamStage(Stage):
     def __init__(self, cfg: CamConfig):
         import torch
 
-        from models.checkpoint import build_from_checkpoint, load_checkpoint
+        from models.checkpoint import build_from_checkpoint, describe, load_checkpoint
 
         super().__init__(cfg)
         if not cfg.checkpoint:
@@ -69,7 +69,8 @@ class CamStage(Stage):
         self.model.to(self.device)
         self.classes, self.size = meta["data"]["classes"], meta["data"]["image_size"]
         self.tau = cfg.tau if cfg.tau is not None else meta["data"].get("tau", 0.5)
-        self.version = f"{cfg.checkpoint}#epoch={meta['epoch']}"
+        self.info = describe(meta, cfg.checkpoint)
+        self.version = self.info["version"]
 
     def localize(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted class index, its probability and the CAM in [0, 1] at the network input size, per image."""
@@ -81,15 +82,25 @@ class CamStage(Stage):
         score, index = probs.max(1)
         return index.cpu().numpy(), score.cpu().numpy(), cams.cpu().numpy()
 
+    def box(self, cam: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+        """The CAM's box in image pixels ``(x0, y0, x1, y1)``; the whole image when no pixel reaches tau."""
+        from models.cam import cam_to_boxes
+
+        boxes = cam_to_boxes(cam, self.tau, mode=self.cfg.box_mode)
+        return scale_box(boxes[0], self.size, width, height) if boxes else (0, 0, width, height)
+
+    def mask(self, cam: np.ndarray, width: int, height: int) -> np.ndarray:
+        """The localization mask at image size: the CAM resized bilinearly, then thresholded at tau."""
+        return cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= self.tau
+
     def process(self, images: list[np.ndarray]) -> dict[str, list]:
-        from models.cam import cam_to_boxes, cam_to_mask
+        from models.cam import cam_to_mask
 
         out: dict[str, list] = {name: [] for name in self.columns}
         index, score, cams = self.localize(images)
         for image, k, p, cam in zip(images, index, score, cams, strict=True):
             height, width = image.shape[:2]
-            boxes = cam_to_boxes(cam, self.tau, mode=self.cfg.box_mode)
-            box = scale_box(boxes[0], self.size, width, height) if boxes else (0, 0, width, height)
+            box = self.box(cam, width, height)
             x0, y0, x1, y1 = crop_box(box, self.cfg.crop_margin, width, height)
             crop = cv2.resize(image[y0:y1, x0:x1], (self.cfg.crop_size, self.cfg.crop_size))
             buf = io.BytesIO()

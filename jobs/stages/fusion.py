@@ -55,7 +55,7 @@ class FusionStage(Stage):
     def __init__(self, cfg: FusionStageConfig):
         import torch
 
-        from models.checkpoint import build_from_checkpoint, load_checkpoint
+        from models.checkpoint import build_from_checkpoint, describe, load_checkpoint
 
         super().__init__(cfg)
         if not cfg.checkpoint:
@@ -64,7 +64,8 @@ class FusionStage(Stage):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, meta = build_from_checkpoint(ckpt, self.device)
         self.classes, self.max_tokens = meta["data"]["classes"], meta["data"]["max_tokens"]
-        self.version = f"{cfg.checkpoint}#epoch={meta['epoch']}"
+        self.info = describe(meta, cfg.checkpoint)
+        self.version = self.info["version"]
 
     def predict(self, images: list[np.ndarray], rows: list[dict]) -> dict[str, np.ndarray]:
         """Positive-class probability, token weights, mask, kinds and key boxes (``[0, 1]``) of the rows."""
