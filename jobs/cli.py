@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 
 def _cmd_s3(args: argparse.Namespace) -> int:
@@ -160,7 +161,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from serve.config import load_serve_settings
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-    run_server(load_serve_settings(args.config, overrides), address=args.address, num_cpus=args.num_cpus)
+    settings = load_serve_settings(args.config, overrides)
+    if args.write_serve_config:
+        import yaml
+
+        from serve.app import serve_config
+
+        header = (
+            f"# Written by `mediascore serve --config {args.config} --write-serve-config FILE`.\n"
+            "# `serve run` / `serve deploy` this file; a new checkpoint in a user_config is loaded in place.\n"
+        )
+        text = header + yaml.safe_dump(serve_config(settings), sort_keys=False)
+        if args.write_serve_config == "-":
+            print(text, end="")
+        else:
+            Path(args.write_serve_config).write_text(text)
+        return 0
+    run_server(settings, address=args.address, num_cpus=args.num_cpus)
     return 0
 
 
@@ -259,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray; unset: all of this machine's")
     srv.add_argument("--host", default=None, help="override the config's host")
     srv.add_argument("--port", type=int, default=None, help="override the config's port")
+    srv.add_argument(
+        "--write-serve-config",
+        metavar="FILE",
+        help="write the equivalent Serve config file (for `serve run` / `serve deploy`; - for stdout) and exit",
+    )
     srv.set_defaults(func=_cmd_serve)
 
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")

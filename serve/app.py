@@ -154,7 +154,7 @@ class _Model:
 
     async def reconfigure(self, config: dict) -> None:
         if config["models"] != self.models_json:
-            models = ServeModels.model_validate(config["models"])
+            models = ServeModels.model_validate(config["models"]).resolved()
             runner, info = await asyncio.to_thread(self.load, models)
             self.runner, self.info, self.models_json = runner, info, config["models"]
             self.loads += 1
@@ -309,6 +309,7 @@ class RestoreModel(_Model):
 
 
 MODELS = {"score": ScoreModel, "localize": LocalizeModel, "ocr": OcrModel, "restore": RestoreModel}
+MODEL_NAMES = {cls: name for name, cls in MODELS.items()}
 
 
 @serve.ingress(api)
@@ -473,36 +474,76 @@ class Gateway:
         return await self._timed("restore", work())
 
 
+def user_config(cls: type[_Model], settings: ServeSettings) -> dict:
+    """What a model deployment's ``reconfigure`` receives: its model sections and batch settings."""
+    d = getattr(settings, f"{MODEL_NAMES[cls]}_deployment")
+    return {
+        "models": settings.models.model_dump(mode="json", include=set(cls.sections), exclude_defaults=True),
+        "max_batch_size": d.max_batch_size,
+        "batch_wait_timeout_s": d.batch_wait_timeout_s,
+    }
+
+
 def build_app(settings: ServeSettings):
     """The application: model deployments bound into the gateway, every option from ``settings``."""
     bound = {}
     for name, cls in MODELS.items():
-        d = getattr(settings, f"{name}_deployment")
-        user_config = {
-            "models": settings.models.model_dump(mode="json", include=set(cls.sections)),
-            "max_batch_size": d.max_batch_size,
-            "batch_wait_timeout_s": d.batch_wait_timeout_s,
-        }
-        bound[name] = serve.deployment(cls, name=cls.__name__, user_config=user_config, **_options(d)).bind()
+        options = _options(getattr(settings, f"{name}_deployment"))
+        bound[name] = serve.deployment(cls, name=cls.__name__, user_config=user_config(cls, settings), **options).bind()
     gateway = settings.model_dump(mode="json", exclude={"models"})  # a new checkpoint leaves the gateway alone
     return serve.deployment(Gateway, **_options(settings.gateway)).bind(gateway, **bound)
 
 
 def app_builder(args: dict):
-    """For ``serve run`` / ``serve deploy``: ``args: {config: <serve config YAML>}`` (relative: the working
-    directory first, then the repository); no args: the defaults."""
+    """The application from ``args``: ``{"settings": <ServeSettings as a dict>}`` or ``{"config": <YAML path>}``
+    (relative: the working directory first, then the repository); no args: the defaults. ``serve run`` and
+    ``serve deploy`` reach it through a Serve config file (:func:`serve_config`)."""
+    if "settings" in args:
+        return build_app(ServeSettings.model_validate(args["settings"]))
     return build_app(load_serve_settings(args.get("config")))
 
 
-def start(settings: ServeSettings, address: str | None = None, num_cpus: int | None = None) -> str:
+def serve_config(settings: ServeSettings) -> dict:
+    """The Serve config file (``serve run`` / ``serve deploy``) for ``settings``.
+
+    Serve rebuilds an application, replacing every replica, when its ``import_path`` or ``args`` change, but
+    applies a change of a deployment's ``user_config`` in place by calling ``reconfigure``. So the args carry
+    everything except the models, and each model deployment's sections go into its ``user_config`` override:
+    deploying this again with a new checkpoint loads it in the running replicas while requests go on.
+    """
+    app = {
+        "name": APP_NAME,
+        "route_prefix": "/",
+        "import_path": "serve.app:app_builder",
+        "args": {"settings": settings.model_dump(mode="json", exclude={"models"}, exclude_defaults=True)},
+        "deployments": [{"name": cls.__name__, "user_config": user_config(cls, settings)} for cls in MODELS.values()],
+    }
+    return {"proxy_location": "EveryNode", "http_options": {"host": settings.host, "port": settings.port},
+            "applications": [app]}  # fmt: skip
+
+
+def start(settings: ServeSettings, address: str | None = None, num_cpus: int | None = None, timeout_s: float = 600):
     """Connect to Ray (``address`` unset: a local Ray), start Serve's HTTP proxy on ``settings.host:port`` and
-    deploy the application (again: an in-place update). Returns the base URL."""
+    deploy :func:`serve_config` the way ``serve run <config file>`` does; returns the base URL. Called again with
+    new checkpoints, it updates the running replicas in place."""
     import ray
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False)
-    serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/")
+    client = serve_start(http_options={"host": settings.host, "port": settings.port})
+    client.deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)))
+    deadline = time.time() + timeout_s
+    while True:
+        time.sleep(0.5)
+        status = serve.status().applications.get(APP_NAME)
+        if status and status.status == ApplicationStatus.RUNNING:
+            break
+        if status and status.status in (ApplicationStatus.DEPLOY_FAILED, ApplicationStatus.UNHEALTHY):
+            raise RuntimeError(f"the mediascore application failed to deploy: {status.message}")
+        if time.time() > deadline:
+            raise TimeoutError(f"the mediascore application was not running after {timeout_s:.0f} s: {status}")
     return f"http://{settings.host}:{settings.port}"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from jobs.config import (
     CamConfig,
@@ -51,14 +51,16 @@ class ServeModels(StrictModel):
     fusion: FusionStageConfig = FusionStageConfig()
     restore: RestoreStageConfig = RestoreStageConfig()
 
-    @model_validator(mode="after")
-    def _repo_relative(self) -> ServeModels:
-        for section in (self.cam, self.fusion, self.restore):
+    def resolved(self) -> ServeModels:
+        """A copy whose relative local checkpoint paths point into the repository (replicas call this, so that a
+        config keeps the paths as written)."""
+        out = self.model_copy(deep=True)
+        for section in (out.cam, out.fusion, out.restore):
             for key in ("checkpoint", "quality_checkpoint"):
                 uri = getattr(section, key, None)
                 if uri and "://" not in uri and not Path(uri).is_absolute():
                     setattr(section, key, str(ROOT / uri))
-        return self
+        return out
 
 
 class ServeSettings(StrictModel):
