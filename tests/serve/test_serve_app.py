@@ -1,19 +1,23 @@
-"""The Serve application on the real local Ray: routes, batching, limits, keys and shedding."""
+"""The Serve application on the real local Ray, with the demo checkpoints in the real S3 server: every route,
+batching, limits, keys, shedding, and a checkpoint rolled out under load."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 from PIL import Image, ImageDraw
 
-from serve.app import build_app
 from serve.config import ServeSettings
 
 KEY = "test-key"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -25,61 +29,175 @@ def _png(image: np.ndarray) -> bytes:
 def _text_image() -> np.ndarray:
     from jobs.corpus.fonts import font
 
-    img = Image.new("RGB", (360, 120), "white")
+    img = Image.new("RGB", (360, 160), "white")
     ImageDraw.Draw(img).text((20, 30), "HELLO WORLD", fill="black", font=font("en", 44))
     return np.asarray(img)
 
 
-@pytest.fixture(scope="module")
-def server(ray_local):
-    import socket
+def _settings_dict(models: dict) -> dict:
+    small = {"num_cpus": 0.2, "max_ongoing_requests": 2, "max_queued_requests": 2, "max_batch_size": 4,
+             "batch_wait_timeout_s": 0.05}  # fmt: skip
+    wide = small | {"max_ongoing_requests": 16, "max_queued_requests": 32}
+    return {
+        "models": models,
+        "api_keys": [KEY],
+        "max_body_bytes": 2_000_000,
+        "max_pixels": 1_000_000,
+        "uri_prefixes": ["s3://media/"],
+        "score_deployment": wide | {"num_cpus": 0.4},
+        "localize_deployment": wide,
+        "ocr_deployment": wide,
+        "restore_deployment": small,
+        "gateway": {"num_cpus": 0.1, "max_ongoing_requests": 64, "max_queued_requests": 128},
+    }
 
+
+@pytest.fixture(scope="module")
+def checkpoints(s3):
+    """The demo checkpoints copied into the object store: section -> URI."""
+    from jobs import storage
+
+    storage.ensure_bucket("s3://models/")
+    uris = {}
+    for name in ("cam_tiny", "fusion_tiny", "restore_tiny", "quality_tiny"):
+        uris[name] = f"s3://models/serve/{name}.pt"
+        storage.write_bytes(uris[name], (ROOT / "checkpoints" / f"{name}.pt").read_bytes())
+    storage.ensure_bucket("s3://media/")
+    return uris
+
+
+def _models(uris: dict, cam: str | None = None) -> dict:
+    return {
+        "cam": {"checkpoint": cam or uris["cam_tiny"]},
+        "ocr": {"det_limit_side": 320, "presence_side": 0},
+        "objects": {"max_side": 640},
+        "fusion": {"checkpoint": uris["fusion_tiny"]},
+        "restore": {"checkpoint": uris["restore_tiny"], "quality_checkpoint": uris["quality_tiny"]},
+    }
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, checkpoints, free_port_module):
     from ray import serve
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        free_port = sock.getsockname()[1]
+    from serve.app import start
 
-    small = {"num_cpus": 0.4, "max_ongoing_requests": 2, "max_queued_requests": 2, "max_batch_size": 4,
-             "batch_wait_timeout_s": 0.05}  # fmt: skip
-    settings = ServeSettings.model_validate(
-        {
-            "ocr": {"det_limit_side": 320, "presence_side": 0},
-            "api_keys": [KEY],
-            "max_body_bytes": 2_000_000,
-            "max_pixels": 1_000_000,
-            "ocr_deployment": small | {"max_ongoing_requests": 8, "max_queued_requests": 32},
-            "restore_deployment": small,
-            "gateway": {"num_cpus": 0.1, "max_ongoing_requests": 64, "max_queued_requests": 128},
-        }
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port})
-    serve.run(build_app(settings), name="mediascore", route_prefix="/")
-    yield f"http://127.0.0.1:{free_port}"
+    settings = ServeSettings.model_validate(_settings_dict(_models(checkpoints)) | {"port": free_port_module})
+    url = start(settings, timeout_s=300)
+    yield url
     serve.shutdown()
 
 
-def _post(url: str, body: bytes, key: str | None = KEY) -> requests.Response:
-    return requests.post(url, data=body, headers={"X-API-Key": key} if key else {}, timeout=120)
+@pytest.fixture(scope="module")
+def free_port_module():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
-def test_health_and_readiness(server):
+def _post(url: str, body: bytes | None = None, key: str | None = KEY, **kwargs) -> requests.Response:
+    headers = {"X-API-Key": key} if key else {}
+    return requests.post(url, data=body, headers=headers, timeout=120, **kwargs)
+
+
+def _batch_sizes(deployment: str) -> list[int]:
+    from ray import serve
+
+    return serve.get_deployment_handle(deployment, "mediascore").seen_batch_sizes.remote().result()
+
+
+def test_ready_and_models_name_the_object_store_checkpoints(server, checkpoints):
     assert requests.get(f"{server}/healthz", timeout=30).json()["status"] == "ok"
-    ready = requests.get(f"{server}/readyz", timeout=60).json()
-    assert ready["status"] == "ready" and "restore_tiny.pt" in ready["restore_model"]
+    ready = requests.get(f"{server}/readyz", timeout=60)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "waiting_on": []}
+    models = requests.get(f"{server}/v1/models", timeout=60).json()["models"]
+    assert set(models) == {"score", "localize", "ocr", "restore"} and all(m["loaded"] for m in models.values())
+    fusion = models["score"]["models"]["fusion"]
+    assert fusion["uri"] == checkpoints["fusion_tiny"]
+    assert fusion["version"] == f"{fusion['uri']}#epoch={fusion['epoch']}"
+    assert "val_auroc" in fusion["metrics"]
+    assert models["restore"]["models"]["restore"]["uri"] == checkpoints["restore_tiny"]
+    assert models["localize"]["models"]["cam"]["uri"] == checkpoints["cam_tiny"]
+
+
+def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
+    from jobs import storage
+    from jobs.config import CamConfig, FusionStageConfig, ObjectsConfig, OcrConfig, TextEmbedConfig
+    from jobs.stages import ChainedStages
+    from jobs.stages.cam import CamStage
+    from jobs.stages.fusion import FusionStage
+    from jobs.stages.objects import ObjectsStage
+    from jobs.stages.ocr import OcrStage
+    from jobs.stages.text_embed import TextEmbedStage
+    from serve.app import _rows
+
+    image = _text_image()
+    response = _post(f"{server}/v1/score", _png(image))
+    assert response.status_code == 200, response.text
+    got = response.json()
+    assert "HELLO" in got["text"].upper() and 0 <= got["score"] <= 1
+    assert got["class"] in ("risky", "safe") and set(got["weights"]) <= {"text", "style", "object", "key"}
+    x0, y0, x1, y1 = got["cam_box"]
+    assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+    assert got["models"]["fusion"].startswith(checkpoints["fusion_tiny"])
+
+    # the batch job's own stages, built here from the same sections, give the same answer
+    models = _models(checkpoints)
+    chain = ChainedStages(
+        [
+            OcrStage(OcrConfig(**models["ocr"])),
+            TextEmbedStage(TextEmbedConfig()),
+            ObjectsStage(ObjectsConfig(**models["objects"])),
+            FusionStage(FusionStageConfig(**models["fusion"])),
+            CamStage(CamConfig(**models["cam"])),
+        ]
+    )
+    local = chain(_rows([image]))
+    assert got["score"] == pytest.approx(float(local["fusion_score"][0]), abs=1e-5)
+    assert got["cam_box"] == [int(v) for v in local["cam_box"][0]] and got["text"] == local["ocr_text"][0]
+
+    storage.write_bytes("s3://media/frames/hello.png", _png(image))
+    by_uri = _post(f"{server}/v1/score", json={"uri": "s3://media/frames/hello.png"})
+    assert by_uri.status_code == 200 and by_uri.json()["score"] == pytest.approx(got["score"], abs=1e-6)
+
+
+def test_score_batches_concurrent_requests(server):
+    body = _png(_text_image())
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: _post(f"{server}/v1/score", body), range(8)))
+    assert [r.status_code for r in results] == [200] * 8, [r.text[:300] for r in results]
+    assert len({round(r.json()["score"], 5) for r in results}) == 1  # batching does not change answers
+    assert max(_batch_sizes("ScoreModel")) > 1
+
+
+def test_localize_returns_box_and_mask_in_both_encodings(server):
+    from serve.encoding import png_to_mask, rle_to_mask
+
+    image = _text_image()
+    rle = _post(f"{server}/v1/localize", _png(image), params={"mask": "rle"})
+    png = _post(f"{server}/v1/localize", _png(image), params={"mask": "png"})
+    none = _post(f"{server}/v1/localize", _png(image), params={"mask": "none"})
+    assert rle.status_code == png.status_code == none.status_code == 200, rle.text
+    a, b = rle_to_mask(rle.json()["mask"]), png_to_mask(png.json()["mask"])
+    assert a.shape == image.shape[:2] and np.array_equal(a, b)
+    assert rle.json()["mask_area"] == pytest.approx(a.mean())
+    assert none.json()["mask"] is None and none.json()["box"] == rle.json()["box"]
+    x0, y0, x1, y1 = rle.json()["box"]
+    assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
+    assert rle.json()["class"] == png.json()["class"]
 
 
 def test_ocr_reads_text_and_batches_concurrent_requests(server):
-    from ray import serve
-
     body = _png(_text_image())
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: _post(f"{server}/v1/ocr", body), range(8)))
     assert [r.status_code for r in results] == [200] * 8, [r.text[:300] for r in results]
-    lines = " ".join(results[0].json()["lines"]).upper()
-    assert "HELLO" in lines and len(results[0].json()["boxes"]) == len(results[0].json()["lines"])
-    sizes = serve.get_deployment_handle("OcrModel", "mediascore").seen_batch_sizes.remote().result()
-    assert max(sizes) > 1  # the model saw batches, not one request at a time
+    got = results[0].json()
+    assert "HELLO" in " ".join(got["lines"]).upper()
+    assert len(got["boxes"]) == len(got["lines"]) == len(got["confidences"]) and all(len(b) == 8 for b in got["boxes"])
+    assert max(_batch_sizes("OcrModel")) > 1  # the model saw batches, not one request at a time
 
 
 def test_restore_returns_a_png_of_the_same_size(server):
@@ -88,28 +206,80 @@ def test_restore_returns_a_png_of_the_same_size(server):
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     out = np.asarray(Image.open(io.BytesIO(response.content)))
     assert out.shape == image.shape
-    assert 0 <= float(response.headers["X-Quality-After"]) <= 100
+    for header in ("X-Quality-Before", "X-Quality-After"):
+        assert 0 <= float(response.headers[header]) <= 100
 
 
-def test_bad_input_gets_a_clear_4xx(server):
-    assert _post(f"{server}/v1/ocr", b"not an image").status_code == 415
-    assert _post(f"{server}/v1/ocr", b"\0" * 2_100_000).status_code == 413
-    big = _post(f"{server}/v1/ocr", _png(np.zeros((1100, 1000, 3), np.uint8)))
-    assert big.status_code == 413 and "pixels" in big.json()["detail"]
-    assert requests.get(f"{server}/healthz", timeout=30).status_code == 200  # nothing crashed
+def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
+    url = f"{server}/v1/score"
+    cases = {
+        "undecodable": (_post(url, b"not an image"), 415),
+        "body too large": (_post(url, b"\0" * 2_100_000), 413),
+        "too many pixels": (_post(url, _png(np.zeros((1100, 1000, 3), np.uint8))), 413),
+        "empty": (_post(url, b""), 400),
+    }
+    json_headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    cases["malformed json"] = (requests.post(url, data=b"{uri:", headers=json_headers, timeout=60), 400)
+    cases["json without uri"] = (_post(url, json={"path": "x"}), 400)
+    cases["uri outside the prefixes"] = (_post(url, json={"uri": "file:///etc/passwd"}), 403)
+    cases["missing object"] = (_post(url, json={"uri": "s3://media/nope.png"}), 404)
+    cases["unknown mask format"] = (_post(f"{server}/v1/localize", _png(_text_image()), params={"mask": "x"}), 422)
+    for what, (response, status) in cases.items():
+        assert response.status_code == status, (what, response.status_code, response.text[:200])
+        assert response.headers["content-type"].startswith("application/json") and response.json()["detail"], what
+    assert "pixels" in cases["too many pixels"][0].json()["detail"]
+    assert _post(url, _png(_text_image())).status_code == 200  # nothing crashed
 
 
 def test_a_key_is_required_when_keys_are_set(server):
     body = _png(_text_image())
-    assert _post(f"{server}/v1/ocr", body, key=None).status_code == 401
-    assert _post(f"{server}/v1/ocr", body, key="wrong").status_code == 401
+    for route in ("score", "localize", "ocr", "restore"):
+        assert _post(f"{server}/v1/{route}", body, key=None).status_code == 401
+        assert _post(f"{server}/v1/{route}", body, key="wrong").status_code == 401
 
 
 def test_overload_is_shed_with_503_and_retry_after(server):
-    image = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
-    body = _png(image)
+    body = _png((np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8))
     with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(lambda _: _post(f"{server}/v1/restore", body), range(24)))
     codes = [r.status_code for r in results]
     assert set(codes) <= {200, 503} and 503 in codes and 200 in codes
     assert all(r.headers.get("Retry-After") for r in results if r.status_code == 503)
+
+
+def test_openapi_documents_every_route(server):
+    spec = requests.get(f"{server}/openapi.json", timeout=30).json()
+    assert {"/v1/score", "/v1/localize", "/v1/ocr", "/v1/restore", "/v1/models", "/healthz", "/readyz"} <= set(
+        spec["paths"]
+    )
+    assert "application/json" in spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
+
+
+def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, checkpoints, free_port_module):
+    from jobs import storage
+    from serve.app import start
+
+    new_uri = "s3://models/serve/cam_v2.pt"
+    storage.write_bytes(new_uri, storage.read_bytes(checkpoints["cam_tiny"]))
+    body, answers, stop = _png(_text_image()), [], threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            r = _post(f"{server}/v1/localize", body, params={"mask": "none"})
+            answers.append((r.status_code, r.json().get("model", "") if r.status_code == 200 else r.text))
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    time.sleep(1.0)
+    settings = _settings_dict(_models(checkpoints, cam=new_uri)) | {"port": free_port_module}
+    start(ServeSettings.model_validate(settings), timeout_s=300)
+    time.sleep(1.0)
+    stop.set()
+    thread.join()
+    assert answers and all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    models = [model for _, model in answers]
+    assert models[0].startswith(checkpoints["cam_tiny"]) and models[-1].startswith(new_uri)
+    state = requests.get(f"{server}/v1/models", timeout=60).json()["models"]
+    assert state["localize"]["models"]["cam"]["uri"] == new_uri
+    assert state["localize"]["loads"] == 2  # the same replica loaded it: reconfigured, not restarted
+    assert state["restore"]["loads"] == 1  # deployments whose models did not change were left alone
