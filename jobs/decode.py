@@ -46,13 +46,9 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
-    """Decode image bytes to an RGB ``uint8`` array ``(H, W, 3)`` in display orientation.
-
-    EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images become RGB (alpha composited over
-    white). The pixel count is checked from the header, before any pixel is decoded. Animated images give their
-    first frame. Returns the array and the format name (``jpeg``, ``png``, ...).
-    """
+def probe_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Open image bytes lazily: the format and size from the header, checked against ``max_pixels``; no pixel is
+    decoded yet (cheap enough for an HTTP gateway to refuse bad input before it reaches a model)."""
     if not data:
         raise DecodeError("empty_object", "the object has 0 bytes")
     try:
@@ -66,6 +62,17 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError("image_too_large", f"{width}x{height} = {width * height} pixels > limit {max_pixels}")
+    return img
+
+
+def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
+    """Decode image bytes to an RGB ``uint8`` array ``(H, W, 3)`` in display orientation.
+
+    EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images become RGB (alpha composited over
+    white). The pixel count is checked from the header, before any pixel is decoded. Animated images give their
+    first frame. Returns the array and the format name (``jpeg``, ``png``, ...).
+    """
+    img = probe_image(data, max_pixels)
     fmt = (img.format or "unknown").lower()
     try:
         img.load()

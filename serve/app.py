@@ -126,6 +126,12 @@ def _rows(images: list[np.ndarray]) -> dict:
     }
 
 
+def _png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _ints(values) -> list[int] | None:
     return None if values is None else [int(v) for v in values]
 
@@ -164,13 +170,31 @@ class _Model:
     def load(self, models: ServeModels) -> tuple[object, dict]:
         raise NotImplementedError
 
-    def run(self, runner, items: list) -> list[dict]:
+    def run(self, runner, images: list[np.ndarray], params: list[dict]) -> list[dict]:
         raise NotImplementedError
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def predict(self, items: list) -> list[dict]:
+    async def predict(self, items: list[tuple[bytes, dict]]) -> list[dict]:
+        """``items``: (encoded image, request parameters). The bytes travel from the gateway, not the pixels (a
+        tenth of the size through Ray), and are decoded here, in the batch's worker thread."""
         self.batch_sizes.append(len(items))
-        return await asyncio.to_thread(self.run, self.runner, items)
+        return await asyncio.to_thread(self._decode_and_run, self.runner, items)
+
+    def _decode_and_run(self, runner, items: list[tuple[bytes, dict]]) -> list[dict]:
+        from jobs.decode import DecodeError, decode_image
+
+        results: list[dict | None] = [None] * len(items)
+        good, images = [], []
+        for i, (data, params) in enumerate(items):
+            try:
+                images.append(decode_image(data, params["max_pixels"])[0])
+                good.append(i)
+            except DecodeError as exc:
+                results[i] = {"error": str(exc), "error_code": exc.code}
+        if good:
+            for i, result in zip(good, self.run(runner, images, [items[i][1] for i in good]), strict=True):
+                results[i] = result
+        return results
 
     def describe(self) -> dict:
         return {"loaded": self.runner is not None, "loads": self.loads, "models": self.info}
@@ -197,11 +221,11 @@ class ScoreModel(_Model):
         }
         return (ChainedStages(list(stages.values())), stages["fusion"].cfg.threshold), info
 
-    def run(self, runner, items: list[np.ndarray]) -> list[dict]:
+    def run(self, runner, images: list[np.ndarray], params: list[dict]) -> list[dict]:
         chain, _ = runner
-        out = chain(_rows(items))
+        out = chain(_rows(images))
         results = []
-        for i in range(len(items)):
+        for i in range(len(images)):
             objects = [
                 {"label": label, "box": _ints(box), "score": float(score)}
                 for label, box, score in zip(
@@ -238,11 +262,10 @@ class LocalizeModel(_Model):
         stage = CamStage(models.cam)
         return stage, {"cam": stage.info}
 
-    def run(self, stage, items: list[tuple[np.ndarray, str]]) -> list[dict]:
-        images = [image for image, _ in items]
+    def run(self, stage, images: list[np.ndarray], params: list[dict]) -> list[dict]:
         index, score, cams = stage.localize(images)
         results = []
-        for (image, fmt), k, p, cam in zip(items, index, score, cams, strict=True):
+        for image, param, k, p, cam in zip(images, params, index, score, cams, strict=True):
             height, width = image.shape[:2]
             mask = stage.mask(cam, width, height)
             results.append(
@@ -251,7 +274,7 @@ class LocalizeModel(_Model):
                     "score": float(p),
                     "box": _ints(stage.box(cam, width, height)),
                     "mask_area": float(mask.mean()),
-                    "mask": encode_mask(mask, fmt),
+                    "mask": encode_mask(mask, param["mask"]),
                     "model": stage.version,
                 }
             )
@@ -268,8 +291,8 @@ class OcrModel(_Model):
 
         return OcrStage(models.ocr), {"ocr": {"version": "rapidocr-onnxruntime PP-OCRv4"}}
 
-    def run(self, stage, items: list[np.ndarray]) -> list[dict]:
-        out = stage(_rows(items))
+    def run(self, stage, images: list[np.ndarray], params: list[dict]) -> list[dict]:
+        out = stage(_rows(images))
         return [
             {
                 "lines": list(out["ocr_lines"][i] or []),
@@ -277,7 +300,7 @@ class OcrModel(_Model):
                 "confidences": [float(s) for s in (out["ocr_scores"][i] or [])],
                 "error": out["error"][i],
             }
-            for i in range(len(items))
+            for i in range(len(images))
         ]
 
 
@@ -297,15 +320,19 @@ class RestoreModel(_Model):
         judge = QualityJudge(cfg.quality_checkpoint)
         return (restorer, judge), {"restore": restorer.info, "quality": judge.info}
 
-    def run(self, runner, items: list[np.ndarray]) -> list[dict]:
+    def run(self, runner, images: list[np.ndarray], params: list[dict]) -> list[dict]:
         restorer, judge = runner
-        restored = [restorer(im) for im in items]
-        before, _ = judge.judge(items)
+        restored = [restorer(im) for im in images]
+        before, _ = judge.judge(images)
         after, _ = judge.judge(restored)
         return [
-            {"image": r, "quality_before": b, "quality_after": a, "error": None}
+            {"png": _png(r), "quality_before": b, "quality_after": a}
             for r, b, a in zip(restored, before, after, strict=True)
         ]
+
+
+def _decode_status(code: str) -> int:
+    return 413 if code == "image_too_large" else 415
 
 
 MODELS = {"score": ScoreModel, "localize": LocalizeModel, "ocr": OcrModel, "restore": RestoreModel}
@@ -362,8 +389,9 @@ class Gateway:
         self._check_size(len(data))
         return data
 
-    async def _image(self, request: Request) -> np.ndarray:
-        from jobs.decode import DecodeError, decode_image
+    async def _image(self, request: Request) -> bytes:
+        """The request's image bytes, checked: key, size, and the header's format and pixel count."""
+        from jobs.decode import DecodeError, probe_image
 
         self._check_key(request)
         self._check_size(int(request.headers.get("content-length") or 0))
@@ -374,26 +402,28 @@ class Gateway:
         if request.headers.get("content-type", "").startswith("application/json"):
             body = await self._read_uri(body)
         try:
-            image, _ = await asyncio.to_thread(decode_image, body, self.cfg.max_pixels)
+            probe_image(body, self.cfg.max_pixels)
         except DecodeError as exc:
-            status = 413 if exc.code == "image_too_large" else 415
-            raise HTTPException(status, detail=str(exc)) from None
-        return image
+            raise HTTPException(_decode_status(exc.code), detail=str(exc)) from None
+        return body
 
-    async def _call(self, name: str, item):
-        """One model call: a full model queue becomes 503 + Retry-After, a model failure a JSON 500."""
+    async def _call(self, name: str, body: bytes, **params):
+        """One model call: a full model queue becomes 503 + Retry-After, an image that fails to decode past its
+        header 415, a model failure a JSON 500."""
         from ray.serve.exceptions import BackPressureError
 
         deployment = getattr(self.cfg, f"{name}_deployment")
         try:
-            result = await self.handles[name].predict.remote(item)
+            result = await self.handles[name].predict.remote((body, params | {"max_pixels": self.cfg.max_pixels}))
         except BackPressureError:
             retry = str(max(1, round(deployment.retry_after_s)))
             raise HTTPException(503, detail="over capacity, retry later", headers={"Retry-After": retry}) from None
         except Exception as exc:  # the replica survived (stages catch per row); say what failed
             raise HTTPException(500, detail=f"{name} model failed: {type(exc).__name__}: {exc}") from None
-        if result.pop("error", None):
-            raise HTTPException(500, detail=f"{name} model failed on this image: {result}")
+        error, code = result.pop("error", None), result.pop("error_code", None)
+        if error:
+            status = _decode_status(code) if code and code.startswith(("image_", "empty_")) else 500
+            raise HTTPException(status, detail=error if status != 500 else f"{name} model failed: {error}")
         return result
 
     async def _timed(self, route: str, work):
@@ -443,7 +473,7 @@ class Gateway:
     @api.post("/v1/localize", response_model=LocalizeResult, openapi_extra=IMAGE_BODY)
     async def localize_route(self, request: Request, mask: MaskFormat = "rle") -> dict:
         async def work():
-            return await self._call("localize", (await self._image(request), mask))
+            return await self._call("localize", await self._image(request), mask=mask)
 
         return await self._timed("localize", work())
 
@@ -463,13 +493,11 @@ class Gateway:
     async def restore_route(self, request: Request) -> Response:
         async def work():
             result = await self._call("restore", await self._image(request))
-            buf = io.BytesIO()
-            await asyncio.to_thread(Image.fromarray(result["image"]).save, buf, format="PNG")
             headers = {
                 "X-Quality-Before": f"{result['quality_before']:.2f}",
                 "X-Quality-After": f"{result['quality_after']:.2f}",
             }
-            return Response(buf.getvalue(), media_type="image/png", headers=headers)
+            return Response(result["png"], media_type="image/png", headers=headers)
 
         return await self._timed("restore", work())
 

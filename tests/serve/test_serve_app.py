@@ -34,6 +34,12 @@ def _text_image() -> np.ndarray:
     return np.asarray(img)
 
 
+def _truncated_jpeg() -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_text_image()).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()[: len(buf.getvalue()) // 2]
+
+
 def _settings_dict(models: dict) -> dict:
     small = {"num_cpus": 0.2, "max_ongoing_requests": 2, "max_queued_requests": 2, "max_batch_size": 4,
              "batch_wait_timeout_s": 0.05}  # fmt: skip
@@ -217,6 +223,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
         "body too large": (_post(url, b"\0" * 2_100_000), 413),
         "too many pixels": (_post(url, _png(np.zeros((1100, 1000, 3), np.uint8))), 413),
         "empty": (_post(url, b""), 400),
+        "truncated (the header passes, the model's decode does not)": (_post(url, _truncated_jpeg()), 415),
     }
     json_headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
     cases["malformed json"] = (requests.post(url, data=b"{uri:", headers=json_headers, timeout=60), 400)
