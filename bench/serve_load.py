@@ -13,6 +13,8 @@ single-process FastAPI + PyTorch server running the same model code, all in one 
 * ``shed_503``: a burst of ``--burst`` concurrent requests against the score deployment redeployed with
   ``max_ongoing_requests`` and ``max_queued_requests`` at ``--shed-queue``; the count of 503 answers (each checked
   for Retry-After) and the p99 of the accepted ones.
+* ``stage_ms_batch1`` / ``stage_ms_batch<N>`` (route ``score``): each stage's milliseconds per image in one
+  process on one thread at batch size 1 and at ``--batch``; the part of the work that batching can speed up.
 * ``replica_mem_growth``: resident memory of the Serve replicas (sum over their processes) after both load phases
   over after the first warm-up.
 
@@ -160,6 +162,34 @@ def plain_server(port: int, config: str, route: str) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
+def stage_costs(config: str, bodies: list[bytes], batch: int, repeats: int = 2) -> dict:
+    """Milliseconds per image of each ``/v1/score`` stage, in this process on one thread, at batch size 1 and at
+    ``batch``: which part of the work batching can speed up at all."""
+    import torch
+
+    from jobs.decode import decode_image
+    from jobs.stages import STAGES
+    from serve.app import ScoreModel, _rows
+    from serve.config import load_serve_settings
+
+    torch.set_num_threads(1)
+    models = load_serve_settings(config).models.resolved()
+    stages = {name: STAGES[name](getattr(models, name)) for name in ScoreModel.sections}
+    images = [decode_image(b, 10**9)[0] for b in bodies]
+    out = {}
+    for size in (1, batch):
+        totals = dict.fromkeys(stages, 0.0)
+        for _ in range(repeats):
+            for i in range(0, len(images), size):
+                rows = _rows(images[i : i + size])
+                for name, stage in stages.items():
+                    started = time.perf_counter()
+                    rows = stage(rows)
+                    totals[name] += time.perf_counter() - started
+        out[f"stage_ms_batch{size}"] = {k: round(v * 1000 / (repeats * len(images)), 1) for k, v in totals.items()}
+    return out
+
+
 def _wait_http(url: str, timeout_s: float) -> None:
     import requests
 
@@ -199,7 +229,9 @@ def main() -> None:
     from serve.app import MODELS, start
     from serve.config import load_serve_settings
 
-    bodies = _images()
+    bodies = _images(max(8, args.batch))
+    costs = stage_costs(args.config, bodies, args.batch) if args.route == "score" else {}
+    print(f"stage costs: {costs}", file=sys.stderr)
     port = _free_port()
     fixed = {"min_replicas": 1, "max_replicas": 1, "max_ongoing_requests": 2 * args.concurrency,
              "max_queued_requests": 4 * args.concurrency}  # fmt: skip
@@ -275,6 +307,7 @@ def main() -> None:
         "batch": args.batch,
         "cores": args.cores,
         "route": args.route,
+        **costs,
     }
     print(json.dumps(figures, sort_keys=True))
 
