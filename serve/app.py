@@ -561,7 +561,7 @@ def start(settings: ServeSettings, address: str | None = None, num_cpus: int | N
     from ray.serve.schema import ApplicationStatus, ServeDeploySchema
 
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else num_cpus, include_dashboard=False)
+        ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False)
     client = serve_start(http_options={"host": settings.host, "port": settings.port})
     client.deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)))
     deadline = time.time() + timeout_s
