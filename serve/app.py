@@ -114,6 +114,8 @@ def _options(d: DeploymentSettings) -> dict:
             "min_replicas": d.min_replicas,
             "max_replicas": d.max_replicas,
             "target_ongoing_requests": d.target_ongoing_requests,
+            "upscale_delay_s": d.upscale_delay_s,
+            "downscale_delay_s": d.downscale_delay_s,
         },
     }
 

@@ -290,3 +290,37 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     assert state["localize"]["models"]["cam"]["uri"] == new_uri
     assert state["localize"]["loads"] == 2  # the same replica loaded it: reconfigured, not restarted
     assert state["restore"]["loads"] == 1  # deployments whose models did not change were left alone
+
+
+def test_a_deployment_scales_out_under_load(server, checkpoints, free_port_module):
+    """Last in this module: it leaves the OCR deployment with two replicas."""
+    from ray import serve
+
+    from serve.app import start
+
+    settings = _settings_dict(_models(checkpoints)) | {"port": free_port_module}
+    settings["ocr_deployment"] |= {"max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5}
+    start(ServeSettings.model_validate(settings), timeout_s=300)  # an autoscaling change: no restart
+
+    def running() -> int:
+        deployment = serve.status().applications["mediascore"].deployments["OcrModel"]
+        return deployment.replica_states.get("RUNNING", 0)
+
+    body, stop = _png(_text_image()), threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            _post(f"{server}/v1/ocr", body)
+
+    threads = [threading.Thread(target=traffic) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        deadline = time.time() + 120
+        while running() < 2 and time.time() < deadline:
+            time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert running() == 2
