@@ -183,7 +183,18 @@ class RestoreStageConfig(StrictModel):
     resources: Resources = Resources(num_cpus=1.0, batch_size=4, concurrency=1)
 
 
-class StagesConfig(StrictModel):
+class ModelSections(StrictModel):
+    """One section per model stage (shared by ``score`` and ``mediascore serve``)."""
+
+    cam: CamConfig = CamConfig()
+    ocr: OcrConfig = OcrConfig()
+    text_embed: TextEmbedConfig = TextEmbedConfig()
+    objects: ObjectsConfig = ObjectsConfig()
+    fusion: FusionStageConfig = FusionStageConfig()
+    restore: RestoreStageConfig = RestoreStageConfig()
+
+
+class StagesConfig(ModelSections):
     """The stages to run, in order, and one section per stage."""
 
     run: list[str] = ["quality"]
@@ -193,12 +204,6 @@ class StagesConfig(StrictModel):
         "the decode actors, so no pixels cross the object store (small machines, CPU-only stages)",
     )
     quality: QualityConfig = QualityConfig()
-    cam: CamConfig = CamConfig()
-    ocr: OcrConfig = OcrConfig()
-    text_embed: TextEmbedConfig = TextEmbedConfig()
-    objects: ObjectsConfig = ObjectsConfig()
-    fusion: FusionStageConfig = FusionStageConfig()
-    restore: RestoreStageConfig = RestoreStageConfig()
 
     @model_validator(mode="after")
     def _check_run(self) -> StagesConfig:

@@ -11,16 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.config import (
-    CamConfig,
-    FusionStageConfig,
-    ObjectsConfig,
-    OcrConfig,
-    RestoreStageConfig,
-    StrictModel,
-    TextEmbedConfig,
-    load_yaml,
-)
+from jobs.config import ModelSections, StrictModel, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,16 +33,9 @@ class DeploymentSettings(StrictModel):
     num_gpus: float = Field(0.0, ge=0)
 
 
-class ServeModels(StrictModel):
+class ServeModels(ModelSections):
     """The model sections, exactly as in a ``mediascore score`` config (their ``resources`` are not used here:
     each deployment has its own)."""
-
-    cam: CamConfig = CamConfig()
-    ocr: OcrConfig = OcrConfig()
-    text_embed: TextEmbedConfig = TextEmbedConfig()
-    objects: ObjectsConfig = ObjectsConfig()
-    fusion: FusionStageConfig = FusionStageConfig()
-    restore: RestoreStageConfig = RestoreStageConfig()
 
     def resolved(self) -> ServeModels:
         """A copy whose relative local checkpoint paths point into the repository (replicas call this, so that a
