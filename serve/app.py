@@ -398,9 +398,14 @@ class Gateway:
         from jobs.decode import DecodeError, probe_image
 
         self._check_key(request)
-        self._check_size(int(request.headers.get("content-length") or 0))
-        body = await request.body()
-        self._check_size(len(body))
+        declared = request.headers.get("content-length", "0")
+        self._check_size(int(declared) if declared.isdigit() else 0)
+        chunks, size = [], 0
+        async for chunk in request.stream():  # a chunked upload without a length stops at the limit, too
+            size += len(chunk)
+            self._check_size(size)
+            chunks.append(chunk)
+        body = b"".join(chunks)
         if not body:
             raise HTTPException(400, detail="empty body: send image bytes or JSON {'uri': ...}")
         if request.headers.get("content-type", "").startswith("application/json"):

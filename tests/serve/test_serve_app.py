@@ -221,6 +221,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
     cases = {
         "undecodable": (_post(url, b"not an image"), 415),
         "body too large": (_post(url, b"\0" * 2_100_000), 413),
+        "chunked body too large": (_post(url, iter([b"\0" * 500_000] * 5)), 413),  # no Content-Length
         "too many pixels": (_post(url, _png(np.zeros((1100, 1000, 3), np.uint8))), 413),
         "empty": (_post(url, b""), 400),
         "truncated (the header passes, the model's decode does not)": (_post(url, _truncated_jpeg()), 415),
