@@ -23,6 +23,7 @@ FastAPI reads the routes' annotations at class creation, so this module does not
 import asyncio
 import io
 import json
+import logging
 import os
 import time
 from collections import deque
@@ -38,6 +39,7 @@ from ray.serve.config import BackpressureConfig
 from serve.config import DeploymentSettings, ServeModels, ServeSettings, load_serve_settings
 from serve.encoding import encode_mask
 
+log = logging.getLogger(__name__)
 APP_NAME = "mediascore"
 MaskFormat = Literal["rle", "png", "none"]  # serve.encoding.MASK_FORMATS
 IMAGE_BODY = {
@@ -152,6 +154,11 @@ class _Model:
     built in a worker thread and swapped in when ready; only a change of ``models`` rebuilds them, a change of the
     batch settings applies at once. ``models`` holds only the ``sections`` a deployment uses, so a new restore
     checkpoint reloads the restore replicas and nothing else.
+
+    A replica that serves a model keeps it when the new one fails to load (a missing checkpoint, a bad config):
+    ``describe()`` reports the error and :func:`start` raises it, while requests go on. Raising from
+    ``reconfigure`` instead would make Serve tear the replicas down, an outage over a typo. A replica's first
+    load does raise: it never becomes ready and the deploy fails.
     """
 
     sections: tuple[str, ...] = ()
@@ -161,14 +168,24 @@ class _Model:
         self.info: dict = {}
         self.models_json: dict | None = None
         self.loads = 0
+        self.error: str | None = None
         self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the latest batches' sizes, for tests and benches
 
     async def reconfigure(self, config: dict) -> None:
-        if config["models"] != self.models_json:
-            models = ServeModels.model_validate(config["models"]).resolved()
-            runner, info = await asyncio.to_thread(self.load, models)
-            self.runner, self.info, self.models_json = runner, info, config["models"]
-            self.loads += 1
+        if config["models"] == self.models_json:
+            self.error = None
+        else:
+            try:
+                models = ServeModels.model_validate(config["models"]).resolved()
+                runner, info = await asyncio.to_thread(self.load, models)
+            except Exception as exc:
+                if self.runner is None:
+                    raise
+                self.error = f"kept the previous models; the new ones failed to load: {type(exc).__name__}: {exc}"
+                log.exception("%s: %s", type(self).__name__, self.error)
+            else:
+                self.runner, self.info, self.models_json, self.error = runner, info, config["models"], None
+                self.loads += 1
         self.predict.set_max_batch_size(config["max_batch_size"])
         self.predict.set_batch_wait_timeout_s(config["batch_wait_timeout_s"])
 
@@ -202,7 +219,7 @@ class _Model:
         return results
 
     def describe(self) -> dict:
-        return {"loaded": self.runner is not None, "loads": self.loads, "models": self.info}
+        return {"loaded": self.runner is not None, "loads": self.loads, "models": self.info, "error": self.error}
 
     def seen_batch_sizes(self) -> list[int]:
         return list(self.batch_sizes)
@@ -581,6 +598,13 @@ def start(settings: ServeSettings, address: str | None = None, num_cpus: int | N
             raise RuntimeError(f"the mediascore application failed to deploy: {status.message}")
         if time.time() > deadline:
             raise TimeoutError(f"the mediascore application was not running after {timeout_s:.0f} s: {status}")
+    failed = {}
+    for cls in MODELS.values():
+        state = serve.get_deployment_handle(cls.__name__, APP_NAME).describe.remote().result()
+        if state.get("error"):
+            failed[cls.__name__] = state["error"]
+    if failed:
+        raise RuntimeError(f"the application runs, but these deployments kept their previous models: {failed}")
     return f"http://{settings.host}:{settings.port}"
 
 

@@ -293,6 +293,25 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     assert state["restore"]["loads"] == 1  # deployments whose models did not change were left alone
 
 
+def test_a_checkpoint_that_fails_to_load_leaves_the_old_model_serving(server, checkpoints, free_port_module):
+    from serve.app import start
+
+    current = "s3://models/serve/cam_v2.pt"  # what the rollout test left
+    body = _png(_text_image())
+    broken = _settings_dict(_models(checkpoints, cam="s3://models/serve/missing.pt")) | {"port": free_port_module}
+    with pytest.raises(RuntimeError, match="kept their previous models"):
+        start(ServeSettings.model_validate(broken), timeout_s=300)
+    answer = _post(f"{server}/v1/localize", body, params={"mask": "none"})
+    assert answer.status_code == 200 and answer.json()["model"].startswith(current)
+    state = requests.get(f"{server}/v1/models", timeout=60).json()["models"]["localize"]
+    assert "missing.pt" in state["error"] and state["models"]["cam"]["uri"] == current
+    assert requests.get(f"{server}/readyz", timeout=60).status_code == 200
+
+    good = _settings_dict(_models(checkpoints, cam=current)) | {"port": free_port_module}
+    start(ServeSettings.model_validate(good), timeout_s=300)  # back to what runs: the error clears
+    assert requests.get(f"{server}/v1/models", timeout=60).json()["models"]["localize"]["error"] is None
+
+
 def test_a_deployment_scales_out_under_load(server, checkpoints, free_port_module):
     """Last in this module: it leaves the OCR deployment with two replicas."""
     from ray import serve
