@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo train test test-slow lint format bench s3-up s3-down clean
+.PHONY: install demo train serve test test-slow lint format bench s3-up s3-down clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: install
 # Retrains the demo's checkpoints (checkpoints/*.pt, each with a .json saying how it was made) on the corpus.
 train: install
 	$(BIN)/mediascore train demo
+
+# The HTTP API on 127.0.0.1:8000 with the demo's checkpoints (configs/serve.yaml); Ctrl-C stops it.
+serve: install
+	$(BIN)/mediascore serve --config configs/serve.yaml
 
 test: install
 	$(BIN)/python -m pytest
