@@ -132,8 +132,8 @@ def plain_server(port: int, config: str, route: str) -> None:
     from fastapi import FastAPI, HTTPException, Request
 
     from jobs.decode import DecodeError, decode_image
-    from serve.app import MODELS
     from serve.config import load_serve_settings
+    from serve.models import MODELS
 
     settings = load_serve_settings(config)
     model = MODELS[route]()
@@ -169,8 +169,8 @@ def stage_costs(config: str, bodies: list[bytes], batch: int, repeats: int = 2) 
 
     from jobs.decode import decode_image
     from jobs.stages import STAGES
-    from serve.app import ScoreModel, _rows
     from serve.config import load_serve_settings
+    from serve.models import ScoreModel, batch_from_images
 
     torch.set_num_threads(1)
     models = load_serve_settings(config).models.resolved()
@@ -181,7 +181,7 @@ def stage_costs(config: str, bodies: list[bytes], batch: int, repeats: int = 2) 
         totals = dict.fromkeys(stages, 0.0)
         for _ in range(repeats):
             for i in range(0, len(images), size):
-                rows = _rows(images[i : i + size])
+                rows = batch_from_images(images[i : i + size])
                 for name, stage in stages.items():
                     started = time.perf_counter()
                     rows = stage(rows)

@@ -137,7 +137,7 @@ def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
     from jobs.stages.objects import ObjectsStage
     from jobs.stages.ocr import OcrStage
     from jobs.stages.text_embed import TextEmbedStage
-    from serve.app import _rows
+    from serve.models import batch_from_images
 
     image = _text_image()
     response = _post(f"{server}/v1/score", _png(image))
@@ -160,7 +160,7 @@ def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
             CamStage(CamConfig(**models["cam"])),
         ]
     )
-    local = chain(_rows([image]))
+    local = chain(batch_from_images([image]))
     assert got["score"] == pytest.approx(float(local["fusion_score"][0]), abs=1e-5)
     assert got["cam_box"] == [int(v) for v in local["cam_box"][0]] and got["text"] == local["ocr_text"][0]
 
