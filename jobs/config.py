@@ -19,6 +19,7 @@ class StrictModel(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class Resources(StrictModel):
@@ -192,6 +193,17 @@ class ModelSections(StrictModel):
     objects: ObjectsConfig = ObjectsConfig()
     fusion: FusionStageConfig = FusionStageConfig()
     restore: RestoreStageConfig = RestoreStageConfig()
+
+    def resolved(self) -> ModelSections:
+        """A copy whose relative local checkpoint paths point into the repository, so that workers and replicas
+        find them whatever their working directory; URIs and absolute paths stay. Configs keep what was written."""
+        out = self.model_copy(deep=True)
+        for section in (out.cam, out.fusion, out.restore):
+            for key in ("checkpoint", "quality_checkpoint"):
+                uri = getattr(section, key, None)
+                if uri and "://" not in uri and not Path(uri).is_absolute():
+                    setattr(section, key, str(REPO_ROOT / uri))
+        return out
 
 
 class StagesConfig(ModelSections):

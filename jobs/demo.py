@@ -66,14 +66,9 @@ def _chdir(path: Path):
         os.chdir(before)
 
 
-def _local_paths(cfg):
+def _repo_paths(cfg):
     """Relative local checkpoint paths in the demo config are relative to the repository, not the working dir."""
-    for name in cfg.stages.run:
-        section = getattr(cfg.stages, name)
-        for key in ("checkpoint", "quality_checkpoint"):
-            uri = getattr(section, key, None)
-            if uri and "://" not in uri and not Path(uri).is_absolute():
-                setattr(section, key, str(ROOT / uri))
+    cfg.stages = cfg.stages.resolved()
     return cfg
 
 
@@ -134,7 +129,7 @@ def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> No
     state, corpus = _start_store(scale, seed)
     output = f"{BUCKET}/scores/{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"[demo] scoring {corpus} -> {output}")
-    summary = run_score(corpus, output, _local_paths(load_config(config or DEMO_CONFIG)))
+    summary = run_score(corpus, output, _repo_paths(load_config(config or DEMO_CONFIG)))
     report = write_report(output)
     local = Path(os.environ.get("MEDIASCORE_HOME", ".mediascore")) / "reports" / f"{output.rsplit('/', 1)[-1]}.html"
     local.parent.mkdir(parents=True, exist_ok=True)

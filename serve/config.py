@@ -11,9 +11,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.config import ModelSections, StrictModel, load_yaml
+from jobs.config import REPO_ROOT, ModelSections, StrictModel, load_yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 class DeploymentSettings(StrictModel):
@@ -36,17 +36,6 @@ class DeploymentSettings(StrictModel):
 class ServeModels(ModelSections):
     """The model sections, exactly as in a ``mediascore score`` config (their ``resources`` are not used here:
     each deployment has its own)."""
-
-    def resolved(self) -> ServeModels:
-        """A copy whose relative local checkpoint paths point into the repository (replicas call this, so that a
-        config keeps the paths as written)."""
-        out = self.model_copy(deep=True)
-        for section in (out.cam, out.fusion, out.restore):
-            for key in ("checkpoint", "quality_checkpoint"):
-                uri = getattr(section, key, None)
-                if uri and "://" not in uri and not Path(uri).is_absolute():
-                    setattr(section, key, str(ROOT / uri))
-        return out
 
 
 class ServeSettings(StrictModel):
