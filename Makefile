@@ -3,18 +3,40 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+LOCK_VENV := .venv-lock
+TORCH := 2.13.0
 
-.PHONY: install demo train serve test test-slow lint format bench s3-up s3-down clean
+define LOCK_HEADER
+# The lock: every distribution of the environment, direct and transitive, at the exact version CI tested.
+# Written by `make lock` (a scratch venv, the CPU torch, then pyproject.toml's ranges resolved by pip); do not edit.
+# torch is pinned without its local label (+cpu), which pip's == accepts: it takes the CPU build when one is offered.
+endef
+export LOCK_HEADER
+
+.PHONY: install lock demo train serve test test-slow lint format bench s3-up s3-down clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# A fresh environment from the lock whenever the lock or pyproject.toml changes: exactly what CI tested.
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# The CPU build of torch first: an unpinned torch would pull gigabytes of CUDA wheels.
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolves pyproject.toml's ranges in a scratch environment and writes the lock (see README, "Installs").
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip setuptools
+	# The CPU build of torch first: an unpinned torch would pull gigabytes of CUDA wheels.
+	$(LOCK_VENV)/bin/python -m pip install --quiet torch==$(TORCH)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	{ echo "$$LOCK_HEADER"; $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
+		| sed -E 's/^(torch==[^+]+)[+].*/\1/'; } > $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 demo: install
 	$(BIN)/mediascore demo
@@ -52,4 +74,4 @@ s3-down: install
 
 clean:
 	-$(BIN)/mediascore s3 down
-	rm -rf $(VENV) .mediascore .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) .mediascore .pytest_cache .ruff_cache
