@@ -12,7 +12,7 @@ import io
 import json
 import platform
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -114,7 +114,7 @@ def checkpoint_bytes(
         "optimizer": optimizer_state,
         "extra": extra,
         "versions": {"torch": str(torch.__version__), "python": platform.python_version()},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     buffer = io.BytesIO()
     torch.save(payload, buffer)
