@@ -81,3 +81,16 @@ def test_encoders_are_deterministic_with_fixed_keyframes(container, encoder, cod
     assert [f.time for f in decoded] == pytest.approx([i / fps for i in range(len(frames))], abs=1e-3)
     with av.open(io.BytesIO(data)) as c:
         assert c.streams.video[0].codec_context.name == codec
+
+
+def test_rgb_to_yuv420p_matches_bt601_and_round_trips():
+    yy, xx = np.mgrid[0:48, 0:64]
+    rgb = np.stack([xx * 4, yy * 5, 255 - xx * 3], -1).clip(0, 255).astype(np.uint8)
+    yuv = videoenc.rgb_to_yuv420p(rgb)
+    assert yuv.shape == (72, 64) and yuv.dtype == np.uint8
+    flat = videoenc.rgb_to_yuv420p(np.full((2, 2, 3), (255, 0, 0), np.uint8))
+    assert flat.ravel().tolist() == [82, 82, 82, 82, 90, 240]  # BT.601 limited range: pure red
+    back = av.VideoFrame.from_ndarray(yuv, format="yuv420p").to_ndarray(format="rgb24")
+    assert np.abs(back.astype(int) - rgb).mean() < 3
+    with pytest.raises(ValueError, match="even frame size"):
+        videoenc.rgb_to_yuv420p(np.zeros((3, 4, 3), np.uint8))
