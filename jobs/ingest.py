@@ -125,8 +125,8 @@ class Decoder:
         yield pending
 
     def _frames(self, uri: str, kind: str, base: dict) -> Iterator[dict]:
-        fs, path = storage.resolve(uri)
         try:
+            fs, path = storage.resolve(uri, object_key=True)
             if base["source_size"] < 0:  # listed from a manifest: size unknown
                 info = fs.get_file_info(path)
                 if info.size is None:
@@ -139,6 +139,8 @@ class Decoder:
                 data = storage.read_bytes(uri)
                 head = data[:64]
                 base["source_size"] = len(data)
+        except storage.InvalidURI as exc:
+            raise DecodeError("invalid_uri", exc.reason) from None
         except FileNotFoundError:
             raise DecodeError("not_found", "the object does not exist (deleted after listing?)") from None
         except OSError as exc:

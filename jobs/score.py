@@ -218,8 +218,13 @@ def run_score(
     address: str | None = None,
     echo: Callable[[str], None] = print,
 ) -> ScoreSummary:
-    """Score every media object under ``input_uri`` into ``output_uri``; rerunning resumes."""
+    """Score every media object under ``input_uri`` into ``output_uri``; rerunning resumes.
+
+    Raises ``storage.InvalidURI`` before anything touches a store when either URI cannot name a location.
+    """
     started = time.monotonic()
+    storage.check_uri(input_uri)
+    storage.check_uri(output_uri)
     stages = list(cfg.stages.run if stages is None else stages)
     if "restore" in stages and cfg.stages.restore.output is None:
         cfg = cfg.model_copy(deep=True)

@@ -1,6 +1,10 @@
 """One place that turns a URI into a filesystem.
 
 ``s3://bucket/key`` goes to S3 (any S3-compatible server), anything else is a local path (``file://`` allowed).
+An ``s3://`` URI is split by :func:`parse_s3` and by nothing else: the key is every character after the bucket's
+``/``, taken literally (``#``, ``?``, ``%20``, ``+`` are part of the key, never a fragment, a query or an escape).
+A URI that cannot name a location (a bad bucket name, an empty or over-long key, an unknown scheme) raises
+:class:`InvalidURI` before any request is made.
 Endpoint, credentials and region come from the standard AWS environment variables, read when a filesystem is
 first asked for in a process:
 
@@ -16,11 +20,40 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
+
+S3_SCHEME = "s3://"
+FILE_SCHEME = "file://"
+MAX_KEY_BYTES = 1024
+_BUCKET_CHARS = re.compile(r"[a-z0-9.-]+")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class InvalidURI(ValueError):
+    """A URI that cannot name a location in a store. Raised before any request; the message says why."""
+
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"invalid URI {uri!r}: {reason}")
+        self.uri = uri
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class S3Location:
+    """A parsed ``s3://`` URI: the bucket and the exact key (``""`` for a whole bucket)."""
+
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        """The URI again, character for character."""
+        return f"{S3_SCHEME}{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -58,15 +91,105 @@ class ObjectInfo:
 
 
 def is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
+    """Whether ``uri`` names an S3 location (``s3://...``)."""
+    return uri.startswith(S3_SCHEME)
+
+
+def bucket_problem(name: str) -> str | None:
+    """What makes ``name`` an invalid S3 bucket name, or ``None`` when it is valid.
+
+    Args:
+        name: the bucket name.
+
+    Returns:
+        The first rule it breaks, in words, or ``None``.
+    """
+    if not 3 <= len(name) <= 63:
+        return f"bucket name {name!r} must be 3 to 63 characters long"
+    if not _BUCKET_CHARS.fullmatch(name):
+        return f"bucket name {name!r} may hold only lowercase letters, digits, dots and hyphens"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return f"bucket name {name!r} must begin and end with a letter or a digit"
+    if ".." in name:
+        return f"bucket name {name!r} must not hold two adjacent dots"
+    if _IPV4.fullmatch(name):
+        return f"bucket name {name!r} must not be formatted as an IP address"
+    return None
+
+
+def key_problem(key: str, object_key: bool) -> str | None:
+    """What makes ``key`` an invalid S3 object key (or prefix), or ``None`` when it is valid.
+
+    Args:
+        key: the key, exactly as it is stored.
+        object_key: the key must name an object, so it may not be empty.
+
+    Returns:
+        The rule it breaks, in words, or ``None``.
+    """
+    if object_key and not key:
+        return "it names a bucket, not an object: the key is empty"
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the key is not valid UTF-8"
+    if size > MAX_KEY_BYTES:
+        return f"the key is {size} bytes long in UTF-8, more than the {MAX_KEY_BYTES} S3 allows"
+    return None
+
+
+def parse_s3(uri: str, object_key: bool = False) -> S3Location:
+    """Split ``s3://bucket/key`` into bucket and key, checked, the key taken literally.
+
+    Args:
+        uri: the URI.
+        object_key: ``uri`` must name an object (a non-empty key), not a bucket or a prefix.
+
+    Returns:
+        The bucket and the key (``""`` for ``s3://bucket`` or ``s3://bucket/``).
+
+    Raises:
+        InvalidURI: not an ``s3://`` URI, an invalid bucket name, or an invalid key.
+    """
+    if not is_s3(uri):
+        raise InvalidURI(uri, f"not an {S3_SCHEME} URI")
+    bucket, _, key = uri[len(S3_SCHEME) :].partition("/")
+    problem = bucket_problem(bucket) or key_problem(key, object_key)
+    if problem:
+        raise InvalidURI(uri, problem)
+    return S3Location(bucket, key)
+
+
+def check_uri(uri: str, object_key: bool = False) -> str:
+    """Check that ``uri`` can name a location (S3 or local) without touching any store.
+
+    Args:
+        uri: ``s3://bucket/key``, ``file://path`` or a local path.
+        object_key: ``uri`` must name one object (for S3: a non-empty key).
+
+    Returns:
+        ``uri``, unchanged.
+
+    Raises:
+        InvalidURI: what is wrong with it.
+    """
+    if is_s3(uri):
+        parse_s3(uri, object_key)
+        return uri
+    if not uri:
+        raise InvalidURI(uri, "the URI is empty")
+    scheme = _SCHEME.match(uri)
+    if scheme and not uri.startswith(FILE_SCHEME):
+        raise InvalidURI(uri, f"unsupported scheme {scheme.group(0)!r} (use {S3_SCHEME}, {FILE_SCHEME} or a path)")
+    if "\0" in uri:
+        raise InvalidURI(uri, "a path may not hold a NUL character")
+    return uri
 
 
 def split_s3(uri: str) -> tuple[str, str]:
-    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an s3 URI: {uri!r}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``; raises :class:`InvalidURI` (see :func:`parse_s3`)."""
+    location = parse_s3(uri)
+    return location.bucket, location.key
 
 
 def join(uri: str, *parts: str) -> str:
@@ -94,12 +217,21 @@ def _s3_filesystem(settings: S3Settings) -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**kwargs)
 
 
-def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """Return the pyarrow filesystem for ``uri`` and the path inside it."""
+def resolve(uri: str, object_key: bool = False) -> tuple[pafs.FileSystem, str]:
+    """Return the pyarrow filesystem for ``uri`` and the path inside it.
+
+    Args:
+        uri: ``s3://bucket/key``, ``file://path`` or a local path.
+        object_key: ``uri`` must name one object (see :func:`check_uri`).
+
+    Raises:
+        InvalidURI: before any filesystem is made, when ``uri`` cannot name a location.
+    """
     if is_s3(uri):
-        bucket, key = split_s3(uri)
-        return _s3_filesystem(S3Settings.from_env()), f"{bucket}/{key}".rstrip("/")
-    path = uri[len("file://") :] if uri.startswith("file://") else uri
+        location = parse_s3(uri, object_key)
+        return _s3_filesystem(S3Settings.from_env()), f"{location.bucket}/{location.key}".rstrip("/")
+    check_uri(uri, object_key)
+    path = uri[len(FILE_SCHEME) :] if uri.startswith(FILE_SCHEME) else uri
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
@@ -204,15 +336,16 @@ def _head(client, bucket: str, key: str) -> int | None:
 
 
 def read_bytes(uri: str) -> bytes:
-    """Read a whole object. Raises ``FileNotFoundError`` when it does not exist."""
-    fs, path = resolve(uri)
+    """Read a whole object. Raises ``FileNotFoundError`` when it does not exist, :class:`InvalidURI` (before any
+    request) when ``uri`` cannot name an object."""
+    fs, path = resolve(uri, object_key=True)
     with fs.open_input_stream(path) as f:
         return f.read()
 
 
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object (on S3 it appears only once complete); creates local folders as needed."""
-    fs, path = resolve(uri)
+    fs, path = resolve(uri, object_key=True)
     if isinstance(fs, pafs.LocalFileSystem):
         fs.create_dir(os.path.dirname(path), recursive=True)
     with fs.open_output_stream(path) as f:
@@ -226,7 +359,7 @@ def exists(uri: str) -> bool:
 
 def delete(uri: str) -> None:
     """Delete one object; a missing one is not an error."""
-    fs, path = resolve(uri)
+    fs, path = resolve(uri, object_key=True)
     with contextlib.suppress(FileNotFoundError):
         fs.delete_file(path)
 

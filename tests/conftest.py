@@ -41,6 +41,68 @@ def s3(tmp_path_factory):
     server.down()
 
 
+TRICKY_KEYS = (
+    "img/with space #1 + 50%.png",  # the one the issue names
+    "img/hash#fragment.png",
+    "img/plus+sign.png",
+    "img/plus sign.png",  # what "+" means in a form-encoded query: a different object
+    "img/percent%.png",
+    "img/question?x=1.png",
+    "img/amp&and.png",
+    "img/equals=sign.png",
+    "img/semi;colon.png",
+    "img/at@sign.png",
+    "img/colon:name.png",
+    "img/comma,name.png",
+    "img/apos'trophe.png",
+    'img/double"quote.png',
+    "img/pct%20lit.png",  # looks URL-encoded ...
+    "img/pct lit.png",  # ... and its decoded twin is a different object
+    "img/pct%2Fslash.png",
+    "img/中文 名字.jpg",
+    "a/b/c/d/e/f/g.png",  # a deep prefix
+)
+
+
+def _tricky_image(index: int, jpeg: bool) -> tuple[bytes, tuple[int, int]]:
+    """A small image whose size (width, height) is unique to ``index``, so a read of the wrong object shows."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    width, height = 40 + index, 32 + 2 * index
+    pixels = np.random.default_rng(index).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG" if jpeg else "PNG")
+    return buf.getvalue(), (width, height)
+
+
+@pytest.fixture(scope="session")
+def tricky_keys() -> tuple[str, ...]:
+    """Legal S3 keys that URL parsing, quoting or globbing would change: spaces, ``# + % ? & = ; @ : , ' "``,
+    ``%20``-looking sequences beside their decoded twins, unicode and a deep prefix."""
+    return TRICKY_KEYS
+
+
+@pytest.fixture(scope="session")
+def put_tricky_images(s3):
+    """Writes one small image per key of ``TRICKY_KEYS`` under ``s3://<bucket>/<folder>`` with boto3's own
+    ``put_object`` (not with the code under test); returns ``{uri: (width, height)}``."""
+
+    def put(prefix: str) -> dict[str, tuple[int, int]]:
+        bucket, _, folder = prefix.removeprefix("s3://").partition("/")
+        storage.ensure_bucket(f"s3://{bucket}")
+        sizes = {}
+        for i, key in enumerate(TRICKY_KEYS):
+            data, size = _tricky_image(i, jpeg=key.endswith(".jpg"))
+            storage.s3_client().put_object(Bucket=bucket, Key=f"{folder}/{key}", Body=data)
+            sizes[f"s3://{bucket}/{folder}/{key}"] = size
+        return sizes
+
+    return put
+
+
 @pytest.fixture(scope="session")
 def ray_local(s3):
     import ray

@@ -106,3 +106,26 @@ def test_inventory_mode_keeps_sizes_but_no_pixels(corpus, keep):
     assert ("pixels" in rows[0]) == keep
     assert (rows[0]["width"], rows[0]["height"]) == (image.width, image.height)
     assert (rows[-1]["width"], rows[-1]["height"]) == (video.width, video.height)
+
+
+def test_every_legal_key_in_a_manifest_is_read_as_its_own_object(put_tricky_images):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sizes = put_tricky_images("s3://test-ingest/tricky")
+    manifest = "s3://test-ingest/tricky-manifest.parquet"
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"uri": sorted(sizes)}), sink)
+    storage.write_bytes(manifest, sink.getvalue().to_pybytes())
+    listing = list_inputs(manifest, ListingConfig())
+    assert sorted(m.uri for m in listing.media) == sorted(sizes) and listing.skipped == 0
+    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False), _batch([(m.uri, -1, m.kind) for m in listing.media]))
+    assert {r["source_uri"]: (r["width"], r["height"]) for r in rows} == sizes  # sizes unknown: asked of the store
+    assert all(r["error"] == "" and r["source_size"] > 0 for r in rows)
+
+
+def test_an_invalid_uri_in_a_manifest_is_dead_lettered_with_its_reason():
+    rows = _rows(Decoder(DecodeConfig()), _batch([("s3://../../etc/passwd", -1, "image"), ("s3://media/", 5, "image")]))
+    assert [(r["error_code"], r["_dead"]) for r in rows] == [("invalid_uri", True)] * 2
+    assert "bucket name '..' must be 3 to 63 characters long" in rows[0]["error"]
+    assert "names a bucket, not an object" in rows[1]["error"]

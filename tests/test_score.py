@@ -171,3 +171,28 @@ def test_score_on_an_existing_cluster_hands_the_s3_settings_to_its_workers(corpu
         head.wait()
     assert result.returncode == 0, result.stderr[-3000:]
     _check_exactly_once(out, corpus_uri, manifest, load_config("configs/demo.yaml"))
+
+
+def test_every_legal_key_is_scored_once_with_its_exact_uri_and_resumed(ray_local, put_tricky_images):
+    """Keys with spaces, ``# + % ? & = ; @ : , ' "``, ``%20``, unicode and deep prefixes, on the real server."""
+    sizes = put_tricky_images("s3://test-keys/in")
+    cfg = load_config("configs/demo.yaml", overrides={"output": {"rows_per_file": 4}})
+    out = "s3://test-scores/tricky-keys"
+    summary = run_score("s3://test-keys/in", out, cfg, stages=["quality"], echo=lambda s: None)
+    assert (summary.media_objects, summary.dead_letter, summary.errors_by_reason) == (len(sizes), 0, {})
+    assert not list(storage.list_objects(storage.join(out, "dead_letter")))
+    rows = _read(out, "rows")
+    assert sorted(rows.source_uri) == sorted(sizes)  # each key once, character for character
+    assert {r.source_uri: (r.width, r.height) for r in rows.itertuples()} == sizes  # each read from its own object
+    assert rows.error.isna().all() and rows[list(QualityStage.columns)].notna().all().all()
+
+    commits = sorted(o.uri for o in storage.list_objects(storage.join(out, "_commits")))
+    assert len(commits) > 1
+    fs, path = storage.resolve(commits[0])
+    redo = set(pq.read_table(path, filesystem=fs).column("source_uri").to_pylist())
+    storage.delete(commits[0])  # as if the run had died before this batch committed
+    resumed = run_score("s3://test-keys/in", out, cfg, stages=["quality"], echo=lambda s: None)
+    assert (resumed.processed_this_run, resumed.already_complete) == (len(redo), len(sizes) - len(redo))
+    again = run_score("s3://test-keys/in", out, cfg, stages=["quality"], echo=lambda s: None)
+    assert (again.processed_this_run, again.already_complete) == (0, len(sizes))
+    assert sorted(_read(out, "rows").source_uri) == sorted(sizes)  # no duplicate, no loss

@@ -60,3 +60,89 @@ def test_multipart_upload_of_a_large_object(s3):
     data = bytes(range(256)) * (40 * 4096)  # 40 MiB: pyarrow switches to multipart
     storage.write_bytes("s3://test-storage/big.bin", data)
     assert storage.read_bytes("s3://test-storage/big.bin") == data
+
+
+def test_every_legal_key_is_parsed_literally(tricky_keys):
+    for key in tricky_keys:
+        uri = f"s3://my.bucket-1/{key}"
+        location = storage.parse_s3(uri, object_key=True)
+        assert (location.bucket, location.key) == ("my.bucket-1", key) and location.uri == uri
+        assert storage.split_s3(uri) == ("my.bucket-1", key)
+    assert storage.parse_s3("s3://bkt").key == storage.parse_s3("s3://bkt/").key == ""
+    assert storage.parse_s3("s3://bkt/" + "é" * 512).key == "é" * 512  # 1024 bytes: the limit itself
+
+
+INVALID_URIS = {
+    "s3://../../etc/passwd": "bucket name '..' must be 3 to 63 characters long",
+    "s3:///nobucket": "bucket name '' must be 3 to 63",
+    "s3://ab/k.png": "3 to 63",
+    "s3://" + "a" * 64 + "/k.png": "3 to 63",
+    "s3://Media/k.png": "lowercase letters, digits, dots and hyphens",
+    "s3://me_dia/k.png": "lowercase letters, digits, dots and hyphens",
+    "s3://-media/k.png": "begin and end with a letter or a digit",
+    "s3://media./k.png": "begin and end with a letter or a digit",
+    "s3://me..dia/k.png": "two adjacent dots",
+    "s3://192.168.1.1/k.png": "IP address",
+    "s3://media/" + "é" * 513: "1026 bytes long in UTF-8",
+    "s3://media/\ud800.png": "not valid UTF-8",
+    "gs://media/k.png": "unsupported scheme 'gs://'",
+    "": "empty",
+    "/tmp/a\0b.png": "NUL",
+}
+
+
+@pytest.fixture
+def no_store(monkeypatch):
+    """Any attempt to make an S3 client or filesystem fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a store was asked")
+
+    monkeypatch.setattr(storage, "_s3_filesystem", refuse)
+    monkeypatch.setattr(storage, "_boto3_client", refuse)
+
+
+@pytest.mark.parametrize(("uri", "reason"), INVALID_URIS.items())
+def test_an_invalid_uri_is_refused_with_its_reason_before_any_request(no_store, uri, reason):
+    calls = {
+        "check_uri": lambda: storage.check_uri(uri),
+        "resolve": lambda: storage.resolve(uri),
+        "read_bytes": lambda: storage.read_bytes(uri),
+        "write_bytes": lambda: storage.write_bytes(uri, b"x"),
+        "exists": lambda: storage.exists(uri),
+        "delete": lambda: storage.delete(uri),
+        "list_objects": lambda: list(storage.list_objects(uri)),
+        "ensure_bucket": lambda: storage.ensure_bucket(uri),
+    }
+    for name, call in calls.items():
+        with pytest.raises(storage.InvalidURI) as info:
+            call()
+        assert reason in str(info.value) and info.value.uri == uri, name
+        assert str(info.value).startswith(f"invalid URI {uri!r}: "), name
+
+
+@pytest.mark.parametrize("uri", ["s3://media", "s3://media/"])
+def test_a_bucket_is_a_prefix_but_not_an_object(no_store, uri):
+    assert storage.check_uri(uri) == uri
+    for call in (storage.read_bytes, storage.delete, lambda u: storage.write_bytes(u, b"x")):
+        with pytest.raises(storage.InvalidURI, match="names a bucket, not an object"):
+            call(uri)
+
+
+def test_every_legal_key_is_written_listed_and_read_exactly(s3, tricky_keys, put_tricky_images):
+    from io import BytesIO
+
+    from PIL import Image
+
+    prefix = "s3://test-storage/tricky"
+    sizes = put_tricky_images(prefix)
+    assert sorted(o.uri for o in storage.list_objects(prefix, page_size=5)) == sorted(sizes)
+    for key in tricky_keys:
+        storage.write_bytes(f"s3://test-storage/copy/{key}", key.encode())
+    held = storage.s3_client().list_objects_v2(Bucket="test-storage", Prefix="copy/")["Contents"]
+    assert sorted(o["Key"] for o in held) == sorted(f"copy/{key}" for key in tricky_keys)  # written exactly
+    for uri, size in sizes.items():
+        assert Image.open(BytesIO(storage.read_bytes(uri))).size == size, uri  # its own object, not a twin
+        assert [o.uri for o in storage.list_objects(uri)] == [uri] and storage.exists(uri), uri
+    storage.delete(f"{prefix}/img/pct lit.png")
+    assert not storage.exists(f"{prefix}/img/pct lit.png") and storage.exists(f"{prefix}/img/pct%20lit.png")
