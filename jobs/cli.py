@@ -48,6 +48,27 @@ def parse_stages(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def uri_argument(text: str) -> str:
+    """An argparse ``type`` for a URI flag: one that cannot name a location is a usage error (exit 2), before
+    anything touches a store.
+
+    Args:
+        text: the flag's value.
+
+    Returns:
+        ``text``, unchanged.
+
+    Raises:
+        argparse.ArgumentTypeError: what is wrong with the URI.
+    """
+    from jobs.storage import InvalidURI, check_uri
+
+    try:
+        return check_uri(text)
+    except InvalidURI as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from jobs.config import load_config
     from jobs.score import run_score
@@ -207,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.set_defaults(func=_cmd_make_corpus)
 
     score = sub.add_parser("score", help="decode media, run the stages, write Parquet (resumable)")
-    score.add_argument("--input", required=True, help="URI of a prefix, or of a Parquet manifest with a uri column")
-    score.add_argument("--output", required=True, help="URI of the output prefix")
+    score.add_argument(
+        "--input", required=True, type=uri_argument, help="URI of a prefix, or of a Parquet manifest with a uri column"
+    )
+    score.add_argument("--output", required=True, type=uri_argument, help="URI of the output prefix")
     score.add_argument("--config", help="YAML config (see configs/score.yaml); default: built-in defaults")
     score.add_argument("--stages", help="comma-separated stages to run, or 'none' for an inventory run")
     score.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
@@ -297,13 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     from jobs.config import ConfigError
     from jobs.score import OutputConflict
+    from jobs.storage import InvalidURI
 
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"mediascore: config error: {exc}", file=sys.stderr)
         return 2
-    except (OutputConflict, FileNotFoundError) as exc:
+    except (OutputConflict, FileNotFoundError, InvalidURI) as exc:
         print(f"mediascore: {exc}", file=sys.stderr)
         return 2
 

@@ -45,3 +45,12 @@ def test_an_empty_input_is_an_error_not_an_empty_run(tmp_path):
 def test_bad_arguments_are_refused(argv):
     with pytest.raises(SystemExit):
         build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("flag", ["--input", "--output"])
+def test_an_invalid_uri_is_a_usage_error_before_anything_runs(tmp_path, flag):
+    uris = {"--input": str(tmp_path / "in"), "--output": str(tmp_path / "out")} | {flag: "s3://../../etc/passwd"}
+    result = _run("score", "--input", uris["--input"], "--output", uris["--output"])
+    assert result.returncode == 2 and result.stderr.startswith("usage: mediascore score"), result.stderr
+    assert f"argument {flag}: invalid URI 's3://../../etc/passwd': bucket name '..' must be 3 to 63" in result.stderr
+    assert not list(tmp_path.iterdir())  # nothing was created
