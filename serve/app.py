@@ -109,6 +109,32 @@ def _decode_status(code: str) -> int:
     return 413 if code == "image_too_large" else 415
 
 
+def _uri_from_body(body: bytes) -> str:
+    """The object URI that a JSON body ``{"uri": ...}`` names, checked before any store is asked.
+
+    Args:
+        body: the request body.
+
+    Returns:
+        The URI, exactly as sent.
+
+    Raises:
+        HTTPException: 400 for malformed JSON, and for a URI that cannot name an object (saying why).
+    """
+    from jobs import storage
+
+    try:
+        uri = json.loads(body)["uri"]
+        if not isinstance(uri, str) or not uri:
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise HTTPException(400, detail='malformed JSON body: expected {"uri": "<object URI>"}') from None
+    try:
+        return storage.check_uri(uri, object_key=True)
+    except storage.InvalidURI as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+
+
 @serve.ingress(api)
 class Gateway:
     """HTTP ingress: keys, limits, reading and decoding bodies, metrics, and the routes."""
@@ -142,12 +168,7 @@ class Gateway:
     async def _read_uri(self, body: bytes) -> bytes:
         from jobs import storage
 
-        try:
-            uri = json.loads(body)["uri"]
-            if not isinstance(uri, str) or not uri:
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            raise HTTPException(400, detail='malformed JSON body: expected {"uri": "<object URI>"}') from None
+        uri = _uri_from_body(body)
         if not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
             raise HTTPException(403, detail=f"{uri} is not under a readable prefix ({self.cfg.uri_prefixes})")
         try:

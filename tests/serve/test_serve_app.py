@@ -169,6 +169,24 @@ def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
     assert by_uri.status_code == 200 and by_uri.json()["score"] == pytest.approx(got["score"], abs=1e-6)
 
 
+def test_any_legal_key_is_read_by_uri(server, put_tricky_images):
+    """Keys with spaces, ``# + % ? & = ; @ : , ' "``, ``%20``, unicode and deep prefixes, each read as itself:
+    the mask of ``/v1/localize`` has the size of the image behind its own key."""
+    sizes = put_tricky_images("s3://media/tricky")
+
+    def localize(uri: str) -> requests.Response:
+        return _post(f"{server}/v1/localize", json={"uri": uri}, params={"mask": "rle"})
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = dict(zip(sizes, pool.map(localize, sizes), strict=True))
+    for uri, answer in answers.items():
+        assert answer.status_code == 200, (uri, answer.text[:300])
+        height, width = answer.json()["mask"]["size"]
+        assert (width, height) == sizes[uri], uri
+    named = "s3://media/tricky/img/with space #1 + 50%.png"  # the key the issue names, on the score route too
+    assert _post(f"{server}/v1/score", json={"uri": named}).status_code == 200
+
+
 def test_score_batches_concurrent_requests(server):
     body = _png(_text_image())
     with ThreadPoolExecutor(8) as pool:
@@ -231,11 +249,17 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
     cases["json without uri"] = (_post(url, json={"path": "x"}), 400)
     cases["uri outside the prefixes"] = (_post(url, json={"uri": "file:///etc/passwd"}), 403)
     cases["missing object"] = (_post(url, json={"uri": "s3://media/nope.png"}), 404)
+    cases["invalid bucket name"] = (_post(url, json={"uri": "s3://../../etc/passwd"}), 400)
+    cases["a bucket, not an object"] = (_post(url, json={"uri": "s3://media/"}), 400)
     cases["unknown mask format"] = (_post(f"{server}/v1/localize", _png(_text_image()), params={"mask": "x"}), 422)
     for what, (response, status) in cases.items():
         assert response.status_code == status, (what, response.status_code, response.text[:200])
         assert response.headers["content-type"].startswith("application/json") and response.json()["detail"], what
     assert "pixels" in cases["too many pixels"][0].json()["detail"]
+    assert cases["invalid bucket name"][0].json()["detail"] == (
+        "invalid URI 's3://../../etc/passwd': bucket name '..' must be 3 to 63 characters long"
+    )
+    assert "names a bucket, not an object" in cases["a bucket, not an object"][0].json()["detail"]
     assert _post(url, _png(_text_image())).status_code == 200  # nothing crashed
 
 
