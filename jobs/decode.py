@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,31 @@ class DecodeError(Exception):
         super().__init__(f"{code}: {detail}")
         self.code = code
         self.detail = detail
+
+
+_OBJECT_REPR = re.compile(r"\s*'?<[\w.]+ object at 0x[0-9a-fA-F]+>'?")
+
+
+def describe(exc: BaseException) -> str:
+    """A reason a user can read: what went wrong, without Python object reprs, errno codes or class paths.
+
+    FFmpeg errors give their message (``Invalid data found when processing input``) without the ``[Errno N]``
+    prefix and the ``'<none>'`` file name of an in-memory stream.
+    """
+    text = getattr(exc, "strerror", None) if type(exc).__module__.startswith("av") else None
+    text = _OBJECT_REPR.sub("", str(text or exc)).strip(" :")
+    return text or type(exc).__name__
+
+
+def _unreadable_image(data: bytes, exc: Exception) -> str:
+    """Why Pillow could not open the bytes, in words: no known image format, or a damaged header."""
+    head = data[:8]
+    shown = head.decode("ascii") if head.isascii() and head.decode("ascii").isprintable() else head.hex(" ")
+    if isinstance(exc, Image.UnidentifiedImageError):
+        if sniff(data[:256]) == "image":
+            return f"the header looks like an image but the rest cannot be read (damaged); it starts with {shown!r}"
+        return f"the content is not in any image format the decoder reads; it starts with {shown!r}"
+    return f"not a readable image: {describe(exc)}; it starts with {shown!r}"
 
 
 _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
@@ -58,7 +84,7 @@ def probe_image(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError("image_too_large", str(exc)) from None
     except Exception as exc:
-        raise DecodeError("image_decode_error", f"not a readable image ({exc})") from None
+        raise DecodeError("image_decode_error", _unreadable_image(data, exc)) from None
     width, height = img.size
     if width * height > max_pixels:
         raise DecodeError("image_too_large", f"{width}x{height} = {width * height} pixels > limit {max_pixels}")
@@ -80,9 +106,9 @@ def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
         arr = np.asarray(_to_rgb(img))
     except OSError as exc:
         code = "image_truncated" if "truncated" in str(exc).lower() else "image_decode_error"
-        raise DecodeError(code, str(exc)) from None
+        raise DecodeError(code, describe(exc)) from None
     except Exception as exc:
-        raise DecodeError("image_decode_error", f"{type(exc).__name__}: {exc}") from None
+        raise DecodeError("image_decode_error", f"the pixels cannot be decoded: {describe(exc)}") from None
     return np.ascontiguousarray(arr, dtype=np.uint8), fmt
 
 
@@ -134,7 +160,7 @@ def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> I
     try:
         container = av.open(source, mode="r", buffer_size=1 << 20)
     except Exception as exc:
-        raise DecodeError("video_open_error", f"{type(exc).__name__}: {exc}") from None
+        raise DecodeError("video_open_error", f"not a readable video container: {describe(exc)}") from None
     with container:
         if not container.streams.video:
             raise DecodeError("video_no_stream", "the container has no video stream")
@@ -154,7 +180,7 @@ def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> I
         except DecodeError:
             raise
         except Exception as exc:
-            raise DecodeError("video_decode_error", f"{type(exc).__name__}: {exc}") from None
+            raise DecodeError("video_decode_error", f"a frame cannot be decoded: {describe(exc)}") from None
         _check_complete(info, ended_at, sampling)
 
 

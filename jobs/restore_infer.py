@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from jobs import storage
+from jobs.decode import describe
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def run_restore(input_uri: str, output_uri: str, restore: Callable[[np.ndarray],
             report["restored"].append({"source": obj.uri, "output": target, "frames": frames})
         except Exception as exc:  # one bad file must not stop the job
             log.warning("restore failed for %s: %s", obj.uri, exc)
-            report["failed"].append({"source": obj.uri, "error": f"{type(exc).__name__}: {exc}"})
+            report["failed"].append({"source": obj.uri, "error": f"{type(exc).__name__}: {describe(exc)}"})
         print(f"[restore] {i + 1}/{len(objects)} {obj.uri} ({time.monotonic() - started:.1f} s)", flush=True)
     report["seconds"] = round(time.monotonic() - started, 2)
     storage.write_bytes(storage.join(output_uri, "_restore.json"), json.dumps(report, indent=1).encode())

@@ -1,5 +1,6 @@
 import io
 import math
+import re
 
 import numpy as np
 import pytest
@@ -67,6 +68,7 @@ def test_broken_images_raise_with_reasons():
         with pytest.raises(DecodeError) as err:
             decode_image(data, 10**8)
         assert err.value.code == code
+        assert not re.search(r"object at 0x|Errno|BytesIO", str(err.value)), str(err.value)
     with pytest.raises(DecodeError) as err:
         decode_image(good, max_pixels=64 * 63)
     assert err.value.code == "image_too_large"
@@ -139,3 +141,18 @@ def test_garbage_is_not_a_video():
     with pytest.raises(DecodeError) as err:
         list(sample_video(io.BytesIO(b"\0" * 1000), VideoSampling()))
     assert err.value.code == "video_open_error"
+    assert err.value.detail == "not a readable video container: Invalid data found when processing input"
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (b"<html>oops</html>", "the content is not in any image format the decoder reads; it starts with '<html>oo'"),
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 32, "the header looks like an image but the rest cannot be read (damaged)"),
+    ],
+)
+def test_unreadable_image_reasons_say_what_is_wrong_in_words(data, expected):
+    with pytest.raises(DecodeError) as err:
+        decode_image(data, 10**8)
+    assert err.value.detail.startswith(expected)
+    assert "object at 0x" not in err.value.detail

@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel
 
+from jobs.decode import describe
+
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +55,7 @@ class Stage:
                 try:
                     self._assign(out, [i], self.process_rows(batch, [i]))
                 except Exception as exc:
-                    _record_error(batch, i, f"stage_error: {self.name}: {type(exc).__name__}: {exc}")
+                    _record_error(batch, i, f"stage_error: {self.name}: {type(exc).__name__}: {describe(exc)}")
         for name, dtype in self.columns.items():
             batch[name] = _to_array(out[name], dtype)
         return batch
