@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from jobs.cam_data import labelled_images, load_resized, read_manifest, to_tensor_batch
-from jobs.train_cam import load_eval_set
+from jobs.media.images import load_resized, to_tensor_batch
+from jobs.train.cam import load_eval_set
+from jobs.train.data.cam import labelled_images, read_manifest
 from models.cam_net import CamNetConfig, build_cam_net
 from models.cam_recipe import CamRecipe, CamTrainConfig, evaluate_localization
 from models.sfs import SFSConfig

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import storage
-from jobs.config import VideoSampling, load_config
-from jobs.decode import VideoFrame, sample_video
-from jobs.ingest import Decoder, list_inputs
-from jobs.output import Writer
-from jobs.s3server import temporary_store
-from jobs.stages.quality import QualityStage
+from jobs.common import storage
+from jobs.common.config import VideoSampling, load_config
+from jobs.common.s3server import temporary_store
+from jobs.media.decode import VideoFrame, sample_video
+from jobs.score.ingest import Decoder, list_inputs
+from jobs.score.output import Writer
+from jobs.score.stages.quality import QualityStage
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
 
@@ -173,7 +173,8 @@ def _score(corpus: str, out: str, cfg) -> tuple[float, object]:
     and the summary."""
     import ray
 
-    from jobs.score import init_ray, run_score
+    from jobs.common.session import init_ray
+    from jobs.score.pipeline import run_score
 
     init_ray(cfg.ray, None)
     try:

@@ -31,13 +31,14 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from jobs import storage
-from jobs.config import load_config
-from jobs.decode import decode_image
-from jobs.restore_data import load_photo
-from jobs.s3server import temporary_store
-from jobs.score import init_ray, run_score
-from jobs.stages.restore import RestoreStage
+from jobs.common import storage
+from jobs.common.config import load_config
+from jobs.common.s3server import temporary_store
+from jobs.common.session import init_ray
+from jobs.media.decode import decode_image
+from jobs.score.pipeline import run_score
+from jobs.score.stages.restore import RestoreStage
+from jobs.train.data.restore import load_photo
 
 
 def _frame(width: int = 1280, height: int = 720) -> np.ndarray:
@@ -47,8 +48,8 @@ def _frame(width: int = 1280, height: int = 720) -> np.ndarray:
 def time_tiling(checkpoint: str, tile: int, overlap: int, repeats: int) -> dict:
     import torch
 
-    from jobs.quality_classifier import to_tensor
-    from jobs.restore_infer import Restorer
+    from jobs.media.quality import to_tensor
+    from jobs.media.restorer import Restorer
 
     restorer = Restorer(checkpoint, tile=tile, overlap=overlap, device="cpu")
     frame = _frame()

@@ -50,7 +50,7 @@ def _images(n: int = 8) -> list[bytes]:
     import cv2
 
     from jobs.corpus.fonts import font
-    from jobs.restore_data import load_photo
+    from jobs.train.data.restore import load_photo
 
     names = ["astronaut", "coffee", "chelsea", "rocket"]
     bodies = []
@@ -131,7 +131,7 @@ def plain_server(port: int, config: str, route: str) -> None:
     import uvicorn
     from fastapi import FastAPI, HTTPException, Request
 
-    from jobs.decode import DecodeError, decode_image
+    from jobs.media.decode import DecodeError, decode_image
     from serve.config import load_serve_settings
     from serve.models import MODELS
 
@@ -167,8 +167,8 @@ def stage_costs(config: str, bodies: list[bytes], batch: int, repeats: int = 2) 
     ``batch``: which part of the work batching can speed up at all."""
     import torch
 
-    from jobs.decode import decode_image
-    from jobs.stages import STAGES
+    from jobs.media.decode import decode_image
+    from jobs.score.stages import STAGES
     from serve.config import load_serve_settings
     from serve.models import ScoreModel, batch_from_images
 

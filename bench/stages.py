@@ -6,9 +6,9 @@ text, about half with a face); they go to an embedded S3 server.
 
 Per stage, two sides process the same objects with the same stage class and config:
 
-* ``score``: :func:`jobs.score.run_score` in a fresh local Ray with ``--concurrency`` actors of one CPU each, the
-  stage fused into the decode actors (``--fuse decode``, as ``configs/demo.yaml`` runs on small machines) or in a
-  pool of its own after one decode actor (``--fuse stages``; decode and writer reserve no CPU, so the stage
+* ``score``: :func:`jobs.score.pipeline.run_score` in a fresh local Ray with ``--concurrency`` actors of one CPU
+  each, the stage fused into the decode actors (``--fuse decode``, as ``configs/demo.yaml`` runs on small machines)
+  or in a pool of its own after one decode actor (``--fuse stages``; decode and writer reserve no CPU, so the stage
   actors get one core each but share them with those two). Its time covers listing, S3 reads, decoding, Ray
   scheduling, the actors' start-up (imports, model loads) and the Parquet writes; not Ray's own start-up.
 * ``loop``: one process, no Ray: list, read and decode the objects in batches of the same size, call the stage on
@@ -51,13 +51,14 @@ import cv2
 import numpy as np
 from stage_inputs import Input, make_inputs  # bench/ is on the path when this file runs as a script
 
-from jobs import storage
-from jobs.config import ScoreConfig, load_config
-from jobs.decode import decode_image
-from jobs.ingest import Decoder, MediaObject, list_inputs
-from jobs.s3server import temporary_store
-from jobs.score import ScoreSummary, init_ray, run_score
-from jobs.stages import build_stage
+from jobs.common import storage
+from jobs.common.config import ScoreConfig, load_config
+from jobs.common.s3server import temporary_store
+from jobs.common.session import init_ray
+from jobs.media.decode import decode_image
+from jobs.score.ingest import Decoder, MediaObject, list_inputs
+from jobs.score.pipeline import ScoreSummary, run_score
+from jobs.score.stages import build_stage
 
 BUCKET = "s3://bench-stages"
 INPUT = f"{BUCKET}/inputs"
@@ -224,7 +225,7 @@ def _by_kind(inputs: list[Input], results: list) -> dict[str, str]:
 
 def bench_text_check(inputs: list[Input]) -> dict:
     """OCR engine calls with the presence check on (default config) and off, on the same decoded images."""
-    from jobs.ocr import OcrEngine
+    from jobs.media.ocr import OcrEngine
 
     cfg = bench_config(["ocr"], 1, 1, "decode")
     ocr_cfg, batch = cfg.stages.ocr, cfg.stages.ocr.resources.batch_size

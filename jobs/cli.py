@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 def _cmd_s3(args: argparse.Namespace) -> int:
-    from jobs.s3server import EmbeddedS3, export_lines
+    from jobs.common.s3server import EmbeddedS3, export_lines
 
     server = EmbeddedS3(port=args.port)
     if args.action == "up":
@@ -61,7 +61,7 @@ def uri_argument(text: str) -> str:
     Raises:
         argparse.ArgumentTypeError: what is wrong with the URI.
     """
-    from jobs.storage import InvalidURI, check_uri
+    from jobs.common.storage import InvalidURI, check_uri
 
     try:
         return check_uri(text)
@@ -70,8 +70,8 @@ def uri_argument(text: str) -> str:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from jobs.config import load_config
-    from jobs.score import run_score
+    from jobs.common.config import load_config
+    from jobs.score.pipeline import run_score
 
     stages = parse_stages(args.stages)
     cfg = load_config(args.config, overrides={"stages": {"run": stages}} if stages else None)
@@ -82,7 +82,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from jobs.train_cam import load_train_settings, run_train_cam
+    from jobs.train.cam import load_train_settings, run_train_cam
 
     metrics = run_train_cam(load_train_settings(args.config), address=args.address)
     print(json.dumps(metrics, sort_keys=True, default=str))
@@ -90,7 +90,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_fusion(args: argparse.Namespace) -> int:
-    from jobs.train_fusion import load_fusion_settings, run_train_fusion
+    from jobs.train.fusion import load_fusion_settings, run_train_fusion
 
     best = run_train_fusion(load_fusion_settings(args.config), address=args.address)
     print(json.dumps(best, sort_keys=True, default=str))
@@ -98,7 +98,7 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
 
 
 def _cmd_train_restore(args: argparse.Namespace) -> int:
-    from jobs.train_restore import load_restore_settings, run_train_restore
+    from jobs.train.restore import load_restore_settings, run_train_restore
 
     metrics = run_train_restore(load_restore_settings(args.config), address=args.address)
     print(json.dumps(metrics, sort_keys=True, default=str))
@@ -106,7 +106,8 @@ def _cmd_train_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
-    from jobs.restore_infer import Restorer, run_restore
+    from jobs.media.restorer import Restorer
+    from jobs.restore import run_restore
 
     report = run_restore(args.input, args.output, Restorer(args.checkpoint, tile=args.tile, overlap=args.overlap))
     print(f"restored {len(report['restored'])}, failed {len(report['failed'])}; report: {args.output}/_restore.json")
@@ -118,7 +119,7 @@ def _cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_restore(args: argparse.Namespace) -> int:
-    from jobs.eval_restore import load_eval_restore_settings, run_eval_restore
+    from jobs.eval.restore import load_eval_restore_settings, run_eval_restore
 
     result = run_eval_restore(load_eval_restore_settings(args.config))
     print(json.dumps(result, sort_keys=True))
@@ -126,8 +127,8 @@ def _cmd_eval_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_fusion(args: argparse.Namespace) -> int:
-    from jobs.eval_fusion import ABLATIONS, run_eval_fusion
-    from jobs.train_fusion import load_fusion_settings
+    from jobs.eval.fusion import ABLATIONS, run_eval_fusion
+    from jobs.train.fusion import load_fusion_settings
 
     ablations = ABLATIONS if args.ablations is None else tuple(a for a in args.ablations.split(",") if a)
     result = run_eval_fusion(load_fusion_settings(args.config), ablations)
@@ -144,7 +145,7 @@ def _cmd_train_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from jobs.eval_cam import run_eval_cam
+    from jobs.eval.cam import run_eval_cam
 
     result = run_eval_cam(
         args.checkpoint, args.manifest, args.split, tuple(args.image_types.split(",")), args.cam_class
@@ -156,8 +157,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_objects(args: argparse.Namespace) -> int:
-    from jobs.config import load_config
-    from jobs.eval_objects import format_table, run_eval_objects
+    from jobs.common.config import load_config
+    from jobs.eval.objects import format_table, run_eval_objects
 
     cfg = load_config(args.config).stages.objects if args.config else None
     result = run_eval_objects(args.manifest, cfg)
@@ -167,8 +168,8 @@ def _cmd_eval_objects(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval_ocr(args: argparse.Namespace) -> int:
-    from jobs.config import load_config
-    from jobs.eval_ocr import run_eval_ocr, summary_table
+    from jobs.common.config import load_config
+    from jobs.eval.ocr import run_eval_ocr, summary_table
 
     cfg = load_config(args.config).stages.ocr if args.config else None
     result = run_eval_ocr(args.manifest, tuple(args.splits.split(",")), cfg, limit=args.limit)
@@ -318,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    from jobs.config import ConfigError
-    from jobs.score import OutputConflict
-    from jobs.storage import InvalidURI
+    from jobs.common.config import ConfigError
+    from jobs.common.storage import InvalidURI
+    from jobs.score.pipeline import OutputConflict
 
     try:
         return args.func(args)

@@ -9,10 +9,10 @@ import sys
 import time
 from pathlib import Path
 
-from jobs import storage
-from jobs.config import load_config
-from jobs.output import read_json
-from jobs.s3server import EmbeddedS3, export_lines
+from jobs.common import storage
+from jobs.common.config import load_config
+from jobs.common.s3server import EmbeddedS3, export_lines
+from jobs.common.storage import read_json
 
 BUCKET = "s3://mediascore-demo"
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,7 +78,9 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
     Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
     file beside it records the command and the final metrics, so the committed weights say how they were made.
     """
-    from jobs import train_cam, train_fusion, train_restore
+    from jobs.train import cam as train_cam
+    from jobs.train import fusion as train_fusion
+    from jobs.train import restore as train_restore
 
     _start_store(1.0, seed)
     made = {}
@@ -122,8 +124,8 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
 
 def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> None:
     """Start S3, write the corpus (once), score it into a new output, write the report, say where it all is."""
-    from jobs.report import write_report
-    from jobs.score import run_score
+    from jobs.score.pipeline import run_score
+    from jobs.score.report import write_report
 
     started = time.monotonic()
     state, corpus = _start_store(scale, seed)

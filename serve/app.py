@@ -121,7 +121,7 @@ def _uri_from_body(body: bytes) -> str:
     Raises:
         HTTPException: 400 for malformed JSON, and for a URI that cannot name an object (saying why).
     """
-    from jobs import storage
+    from jobs.common import storage
 
     try:
         uri = json.loads(body)["uri"]
@@ -166,7 +166,7 @@ class Gateway:
             raise HTTPException(413, detail=f"body of {size} bytes > limit {self.cfg.max_body_bytes}")
 
     async def _read_uri(self, body: bytes) -> bytes:
-        from jobs import storage
+        from jobs.common import storage
 
         uri = _uri_from_body(body)
         if not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
@@ -182,7 +182,7 @@ class Gateway:
 
     async def _image(self, request: Request) -> bytes:
         """The request's image bytes, checked: key, size, and the header's format and pixel count."""
-        from jobs.decode import DecodeError, probe_image
+        from jobs.media.decode import DecodeError, probe_image
 
         self._check_key(request)
         declared = request.headers.get("content-length", "0")

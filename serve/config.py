@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.config import REPO_ROOT, ModelSections, StrictModel, load_yaml
+from jobs.common.config import REPO_ROOT, ModelSections, StrictModel, load_yaml
 
 ROOT = REPO_ROOT
 

@@ -114,7 +114,7 @@ class Model:
         return self._decode_and_run(self.runner, items)
 
     def _decode_and_run(self, runner, items: list[tuple[bytes, dict]]) -> list[dict]:
-        from jobs.decode import DecodeError, decode_image
+        from jobs.media.decode import DecodeError, decode_image
 
         results: list[dict | None] = [None] * len(items)
         good, images = [], []
@@ -143,7 +143,7 @@ class ScoreModel(Model):
     sections = ("ocr", "text_embed", "objects", "fusion", "cam")
 
     def load(self, models: ServeModels):
-        from jobs.stages import STAGES, ChainedStages
+        from jobs.score.stages import STAGES, ChainedStages
 
         stages = {name: STAGES[name](getattr(models, name)) for name in self.sections}
         info = {
@@ -191,7 +191,7 @@ class LocalizeModel(Model):
     sections = ("cam",)
 
     def load(self, models: ServeModels):
-        from jobs.stages.cam import CamStage
+        from jobs.score.stages.cam import CamStage
 
         stage = CamStage(models.cam)
         return stage, {"cam": stage.info}
@@ -222,7 +222,7 @@ class OcrModel(Model):
     sections = ("ocr",)
 
     def load(self, models: ServeModels):
-        from jobs.stages.ocr import OcrStage
+        from jobs.score.stages.ocr import OcrStage
 
         return OcrStage(models.ocr), {"ocr": {"version": "rapidocr-onnxruntime PP-OCRv4"}}
 
@@ -246,8 +246,8 @@ class RestoreModel(Model):
     sections = ("restore",)
 
     def load(self, models: ServeModels):
-        from jobs.quality_classifier import QualityJudge
-        from jobs.restore_infer import Restorer
+        from jobs.media.quality import QualityJudge
+        from jobs.media.restorer import Restorer
 
         cfg = models.restore
         if not cfg.checkpoint or not cfg.quality_checkpoint:

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from jobs import storage
-from jobs.output import read_json
-from jobs.s3server import EmbeddedS3
+from jobs.common import storage
+from jobs.common.s3server import EmbeddedS3
+from jobs.common.storage import read_json
 
 
 def _free_port() -> int:
@@ -127,7 +127,7 @@ def corpus(s3, tmp_path_factory):
 
 
 def _cam_settings(corpus_uri: str, output: str, epochs: int):
-    from jobs.train_cam import TrainCamSettings
+    from jobs.train.cam import TrainCamSettings
 
     return TrainCamSettings.model_validate(
         {
@@ -148,7 +148,7 @@ def _cam_settings(corpus_uri: str, output: str, epochs: int):
 @pytest.fixture(scope="session")
 def trained(ray_local, corpus):
     """A one-epoch run, then the same run asked for two epochs: it must resume at the second."""
-    from jobs.train_cam import run_train_cam
+    from jobs.train.cam import run_train_cam
 
     corpus_uri, _ = corpus
 
@@ -164,7 +164,7 @@ def fusion_trained(ray_local):
     """A small risk corpus and a short fusion training on it (frozen upstream: the committed CAM checkpoint);
     then the same run again, which must resume instead of retraining."""
     from jobs.corpus import make_corpus
-    from jobs.train_fusion import TrainFusionSettings, run_train_fusion
+    from jobs.train.fusion import TrainFusionSettings, run_train_fusion
 
     uri = "s3://test-fusion/corpus"
     make_corpus(uri, seed=11, n_scenes=36, n_videos=0, workers=4, risk=True)
@@ -210,7 +210,7 @@ def restore_settings_dict(output: str, epochs: int) -> dict:
 @pytest.fixture(scope="session")
 def restore_trained(ray_local):
     """A short GAN run in S3 (2 epochs), then the same run asked for 3: it must resume at the third."""
-    from jobs.train_restore import TrainRestoreSettings, run_train_restore
+    from jobs.train.restore import TrainRestoreSettings, run_train_restore
 
     output = "s3://test-restore/run"
     run_train_restore(TrainRestoreSettings.model_validate(restore_settings_dict(output, epochs=2)))

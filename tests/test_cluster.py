@@ -8,7 +8,7 @@ import yaml
 from ray.autoscaler._private.commands import prepare_config
 from ray.autoscaler._private.util import validate_config
 
-from jobs.config import load_config
+from jobs.common.config import load_config
 
 
 @pytest.fixture(scope="module")

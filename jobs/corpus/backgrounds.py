@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import threading
-
 import cv2
 import numpy as np
 
 from jobs.corpus.scene import Background
-
-_LOAD_LOCK = threading.Lock()
-
-
-@functools.cache
-def _photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    image = getattr(skimage.data, name)()
-    if isinstance(image, tuple):  # stereo_motorcycle: (left, right, disparity)
-        image = image[0]
-    image = np.asarray(image)
-    if image.dtype == bool:  # horse: a silhouette
-        image = np.where(image, 225, 40).astype(np.uint8)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    return np.ascontiguousarray(image[:, :, :3].astype(np.uint8))
-
-
-def photo(name: str) -> np.ndarray:
-    """A scikit-image sample photo as (H, W, 3) uint8 RGB, loaded once per process."""
-    with _LOAD_LOCK:
-        return _photo(name)
+from jobs.media.images import photo
 
 
 def photo_crop(background: Background, width: int, height: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Building a whole corpus: scenes, videos and broken files in a thread pool, then the manifest.
 
-Every object is written through :mod:`jobs.storage` under ``output``; the manifest is written last, so its
+Every object is written through :mod:`jobs.common.storage` under ``output``; the manifest is written last, so its
 presence means the corpus is complete. A rerun with the same seed and scale rewrites identical bytes.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from jobs import storage
+from jobs.common import storage
 from jobs.corpus import broken, encode, fonts, manifest, render, scene, video, videoenc
 from jobs.corpus.spec import (
     BROKEN_KINDS,
@@ -223,7 +223,7 @@ def make_corpus(
     """Generate a deterministic labelled corpus under ``output`` (``s3://bucket/prefix`` or a folder).
 
     Args:
-        output: where to write; every object goes through :func:`jobs.storage.write_bytes`.
+        output: where to write; every object goes through :func:`jobs.common.storage.write_bytes`.
         seed: the same seed and sizes give byte-identical files and manifest.
         scale: 1.0 gives 100 scenes (300 images) and 12 videos; 10 gives 1000 scenes and 40 videos.
         workers: threads that generate and write objects.

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from jobs import storage
+from jobs.common import storage
 from jobs.corpus import BROKEN_KINDS, CLASSES, IMAGE_TYPES, MANIFEST_NAME, fonts, make_corpus, read_frame_code
 from jobs.corpus.video import STRIP_HEIGHT
 

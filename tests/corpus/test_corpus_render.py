@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 
 from jobs.corpus import fonts, render, scene, shapes
-from jobs.corpus.spec import (
-    CLASSES,
-    DISTRACTOR,
-    DISTRACTOR_CLASSES,
-    IMAGE_TYPES,
-    counts_for_scale,
-    item_rng,
-    split_of,
-)
+from jobs.corpus.spec import CLASSES, DISTRACTOR, DISTRACTOR_CLASSES, IMAGE_TYPES, counts_for_scale, item_rng, split_of
 
 
 def _covered(sample: scene.Scene) -> np.ndarray:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from jobs import storage
+from jobs.common import storage
 from jobs.corpus import IMAGE_TYPES, MANIFEST_NAME, make_corpus, render, scene
 from jobs.corpus.spec import PEOPLE_SOURCES, RISK_CAUSES, RISK_P, RISK_WORDS_EN, STREAM_IMAGE, WORDS_EN, item_rng
 
@@ -136,8 +136,8 @@ def test_sign_and_face_are_drawn_in_their_boxes(pairs):
 
 
 def test_haar_finds_pasted_faces_in_every_image_type(pairs):
-    from jobs.config import ObjectsConfig
-    from jobs.detect import box_iou, build_detector, detect
+    from jobs.common.config import ObjectsConfig
+    from jobs.media.detect import box_iou, build_detector, detect
 
     cfg = ObjectsConfig()
     detector = build_detector(cfg)
@@ -199,7 +199,7 @@ def test_risk_corpus_rerun_is_byte_identical(risk_corpus, tmp_path):
 
 
 def test_eval_objects_counts_pasted_faces_as_truths(risk_corpus):
-    from jobs.eval_objects import corpus_truths
+    from jobs.eval.objects import corpus_truths
 
     truths, _ = corpus_truths(os.path.join(risk_corpus, MANIFEST_NAME))
     table = pq.read_table(os.path.join(risk_corpus, MANIFEST_NAME)).to_pylist()

@@ -61,7 +61,7 @@ def _settings_dict(models: dict) -> dict:
 @pytest.fixture(scope="module")
 def checkpoints(s3):
     """The demo checkpoints copied into the object store: section -> URI."""
-    from jobs import storage
+    from jobs.common import storage
 
     storage.ensure_bucket("s3://models/")
     uris = {}
@@ -129,14 +129,14 @@ def test_ready_and_models_name_the_object_store_checkpoints(server, checkpoints)
 
 
 def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
-    from jobs import storage
-    from jobs.config import CamConfig, FusionStageConfig, ObjectsConfig, OcrConfig, TextEmbedConfig
-    from jobs.stages import ChainedStages
-    from jobs.stages.cam import CamStage
-    from jobs.stages.fusion import FusionStage
-    from jobs.stages.objects import ObjectsStage
-    from jobs.stages.ocr import OcrStage
-    from jobs.stages.text_embed import TextEmbedStage
+    from jobs.common import storage
+    from jobs.common.config import CamConfig, FusionStageConfig, ObjectsConfig, OcrConfig, TextEmbedConfig
+    from jobs.score.stages import ChainedStages
+    from jobs.score.stages.cam import CamStage
+    from jobs.score.stages.fusion import FusionStage
+    from jobs.score.stages.objects import ObjectsStage
+    from jobs.score.stages.ocr import OcrStage
+    from jobs.score.stages.text_embed import TextEmbedStage
     from serve.models import batch_from_images
 
     image = _text_image()
@@ -288,7 +288,7 @@ def test_openapi_documents_every_route(server):
 
 
 def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, checkpoints, free_port_module):
-    from jobs import storage
+    from jobs.common import storage
     from serve.app import start
 
     new_uri = "s3://models/serve/cam_v2.pt"

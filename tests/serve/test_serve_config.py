@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jobs.config import ConfigError
+from jobs.common.config import ConfigError
 from serve.app import MODELS, app_builder, serve_config, user_config
 from serve.config import ROOT, load_serve_settings
 

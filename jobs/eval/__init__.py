@@ -1,0 +1,1 @@
+"""The ``mediascore eval`` commands and their metrics."""

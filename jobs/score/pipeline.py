@@ -1,0 +1,277 @@
+"""``mediascore score``: list -> decode -> stages -> Parquet, as one streaming Ray Data pipeline.
+
+The driver lists the input, skips what earlier runs completed (see :mod:`jobs.score.output`), and drains the writer's
+small per-file summaries to show progress; pixels never come back to it. Resources of every step come from the
+config, at its ``map_batches`` call.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import pyarrow.compute as pc
+
+from jobs.common import storage
+from jobs.common.config import Resources, ScoreConfig
+from jobs.common.session import init_ray
+from jobs.common.storage import read_json, write_json
+from jobs.score.ingest import Decoder, Listing, MediaObject, list_inputs
+from jobs.score.output import Writer, load_state, output_schema, remove_orphans
+from jobs.score.stages import ChainedStages, build_stage
+
+MAX_INPUT_BLOCKS = 2000
+
+
+class OutputConflict(RuntimeError):
+    """The output URI belongs to a run with another input, other stages or another sampling config."""
+
+
+@dataclass
+class ScoreSummary:
+    """What a run did, from the commit records (so a resumed run reports the whole output)."""
+
+    input: str
+    output: str
+    media_objects: int
+    skipped_non_media: int
+    already_complete: int
+    processed_this_run: int
+    images: int
+    videos: int
+    frames: int
+    rows_written: int
+    dead_letter: int
+    errors_by_reason: dict[str, int]
+    elapsed_s: float
+    rows_per_s: float
+    locations: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        errors = ", ".join(f"{k}={v}" for k, v in sorted(self.errors_by_reason.items())) or "none"
+        lines = [
+            f"input            {self.input}",
+            f"media objects    {self.media_objects} ({self.skipped_non_media} non-media objects skipped)",
+            f"this run         {self.processed_this_run} processed, {self.already_complete} already complete",
+            f"decoded          {self.images} images, {self.videos} videos, {self.frames} sampled frames",
+            f"rows written     {self.rows_written}",
+            f"dead letter      {self.dead_letter}",
+            f"errors by reason {errors}",
+            f"throughput       {self.rows_per_s:.1f} rows/s over {self.elapsed_s:.1f} s",
+        ]
+        lines += [f"{name:<16} {uri}" for name, uri in self.locations.items()]
+        return "\n".join(lines)
+
+
+def fingerprint(cfg: ScoreConfig, stages: list[str]) -> str:
+    """Hash of what decides the rows' content and keys (sampling, limits, stage settings), not of resources."""
+    parts = {
+        "decode": cfg.decode.model_dump(mode="json", exclude={"resources", "rows_per_block"}),
+        "stages": {name: getattr(cfg.stages, name).model_dump(mode="json", exclude={"resources"}) for name in stages},
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _pool(res: Resources) -> dict:
+    import ray.data
+
+    if isinstance(res.concurrency, int):
+        compute = ray.data.ActorPoolStrategy(size=res.concurrency)
+    else:
+        compute = ray.data.ActorPoolStrategy(min_size=res.concurrency[0], max_size=res.concurrency[1])
+    args = {"compute": compute, "num_cpus": res.num_cpus, "batch_size": res.batch_size, "batch_format": "numpy"}
+    if res.num_gpus:
+        args["num_gpus"] = res.num_gpus
+    return args
+
+
+class _StageActor:
+    """Builds a group of stages inside the actor, so only configs travel to it. The last group drops the pixels:
+    the writer does not need them, and they are the bulk of every batch."""
+
+    def __init__(self, names: list[str], cfg: ScoreConfig, last: bool):
+        stages = [build_stage(name, cfg.stages) for name in names]
+        self.fn = stages[0] if len(stages) == 1 else ChainedStages(stages)
+        self.last = last
+
+    def __call__(self, batch):
+        batch = self.fn(batch)
+        if self.last:
+            batch.pop("pixels", None)
+        return batch
+
+
+class _DecodeAndStages:
+    """Decode and every stage in one actor (``stages.fuse: decode``): pixels never leave the process."""
+
+    def __init__(self, cfg: ScoreConfig, names: list[str]):
+        self.decoder = Decoder(cfg.decode, keep_pixels=True)
+        self.stages = _StageActor(names, cfg, last=True)
+
+    def __call__(self, batch):
+        for block in self.decoder(batch):
+            yield self.stages(block)
+
+
+def _chain_resources(cfg: ScoreConfig, names: list[str]) -> Resources:
+    sections = [getattr(cfg.stages, n).resources for n in names]
+    return Resources(
+        num_cpus=max(r.num_cpus for r in sections),
+        num_gpus=max(r.num_gpus for r in sections),
+        batch_size=min(r.batch_size for r in sections),
+        concurrency=sections[0].concurrency,
+    )
+
+
+def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: ScoreConfig, stages: list[str], out):
+    """The lazy pipeline; nothing runs until it is iterated."""
+    import ray.data
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = cfg.ray.progress_bars
+    items = [
+        {"uri": m.uri, "size": m.size, "kind": m.kind, "skip": ",".join(map(str, partial.get(m.uri, [])))} for m in todo
+    ]
+    blocks = max(1, min(MAX_INPUT_BLOCKS, math.ceil(len(items) / cfg.decode.resources.batch_size)))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    if stages and cfg.stages.fuse == "decode":
+        ds = ds.map_batches(_DecodeAndStages, fn_constructor_args=(cfg, stages), **_pool(cfg.decode.resources))
+    else:
+        ds = ds.map_batches(Decoder, fn_constructor_args=(cfg.decode, bool(stages)), **_pool(cfg.decode.resources))
+        groups = [stages] if cfg.stages.fuse == "stages" and stages else [[name] for name in stages]
+        for i, group in enumerate(groups):
+            res, last = _chain_resources(cfg, group), i == len(groups) - 1
+            ds = ds.map_batches(_StageActor, fn_constructor_args=(group, cfg, last), **_pool(res))
+    writer = Resources(
+        num_cpus=cfg.output.num_cpus, batch_size=cfg.output.rows_per_file, concurrency=cfg.output.concurrency
+    )
+    return ds.map_batches(Writer, fn_constructor_args=(out, cfg.output.compression), **_pool(writer))
+
+
+def _drain(ds, total: int, interval_s: float, echo: Callable[[str], None]) -> None:
+    start = last = time.monotonic()
+    rows = dead = done = 0
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        rows += int(batch["rows"].sum())
+        dead += int(batch["dead"].sum())
+        done += int(batch["sources_done"].sum())
+        now = time.monotonic()
+        if now - last >= interval_s:
+            rate = rows / max(now - start, 1e-9)
+            echo(f"[score] {done}/{total} sources, {rows} rows, {dead} dead-lettered, {rate:.1f} rows/s")
+            last = now
+
+
+def _check_job(output_uri: str, job: dict) -> None:
+    previous = read_json(storage.join(output_uri, "_job.json"))
+    if previous is None:
+        return
+    for key in ("input", "stages", "fingerprint"):
+        if previous.get(key) != job[key]:
+            raise OutputConflict(
+                f"{output_uri} holds a run with another {key} ({previous.get(key)!r}, now {job[key]!r}): "
+                "write to a new output URI, or delete the old output"
+            )
+
+
+def run_score(
+    input_uri: str,
+    output_uri: str,
+    cfg: ScoreConfig,
+    stages: list[str] | None = None,
+    address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> ScoreSummary:
+    """Score every media object under ``input_uri`` into ``output_uri``; rerunning resumes.
+
+    Raises ``storage.InvalidURI`` before anything touches a store when either URI cannot name a location.
+    """
+    started = time.monotonic()
+    storage.check_uri(input_uri)
+    storage.check_uri(output_uri)
+    stages = list(cfg.stages.run if stages is None else stages)
+    if "restore" in stages and cfg.stages.restore.output is None:
+        cfg = cfg.model_copy(deep=True)
+        cfg.stages.restore.output = storage.join(output_uri, "restored")
+    job = {"input": input_uri, "stages": stages, "fingerprint": fingerprint(cfg, stages)}
+    listing = list_inputs(input_uri, cfg.listing)
+    if not listing.media and not listing.skipped:
+        raise FileNotFoundError(f"nothing to score: no objects under {input_uri}")
+    storage.ensure_bucket(output_uri)
+    _check_job(output_uri, job)
+    write_json(storage.join(output_uri, "_job.json"), {**job, "config": cfg.model_dump(mode="json")})
+    state = load_state(output_uri)
+    removed = remove_orphans(output_uri, state.names)
+    done, partial = state.complete_sources()
+    todo = [m for m in listing.media if m.uri not in done]
+    echo(
+        f"[score] {len(listing.media)} media objects ({listing.skipped} non-media skipped), "
+        f"{len(listing.media) - len(todo)} already complete, {len(todo)} to do"
+        + (f", {removed} files of an interrupted run removed" if removed else "")
+    )
+    started_ray = False
+    if todo:
+        started_ray = init_ray(cfg.ray, address)
+        try:
+            ds = build_dataset(todo, partial, cfg, stages, output_uri)
+            _drain(ds, len(todo), cfg.progress_interval_s, echo)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+    return _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started)
+
+
+def _finish(input_uri: str, output_uri: str, listing: Listing, processed: int, elapsed: float) -> ScoreSummary:
+    commits = load_state(output_uri).commits
+    dead = commits.column("dead")
+    alive = commits.filter(pc.invert(dead))
+    alive_sources = {
+        kind: len(set(alive.filter(pc.equal(alive.column("media_type"), kind)).column("source_uri").to_pylist()))
+        for kind in ("image", "video")
+    }
+    frames = alive.filter(
+        pc.and_(pc.equal(alive.column("media_type"), "video"), pc.is_null(alive.column("error_code")))
+    )
+    errors = collections.Counter(code for code in commits.column("error_code").to_pylist() if code)
+    rows = alive.num_rows
+    locations = {
+        "rows": storage.join(output_uri, "rows/"),
+        "dead letter": storage.join(output_uri, "dead_letter/"),
+        "manifest": storage.join(output_uri, "_manifest.json"),
+    }
+    summary = ScoreSummary(
+        input=input_uri, output=output_uri, media_objects=len(listing.media), skipped_non_media=listing.skipped,
+        already_complete=len(listing.media) - processed, processed_this_run=processed,
+        images=alive_sources["image"], videos=alive_sources["video"], frames=frames.num_rows, rows_written=rows,
+        dead_letter=commits.num_rows - rows, errors_by_reason=dict(errors), elapsed_s=round(elapsed, 2),
+        rows_per_s=round(rows / elapsed, 2) if elapsed else 0.0, locations=locations,
+    )  # fmt: skip
+    _write_manifest(output_uri, commits, summary)
+    return summary
+
+
+def _write_manifest(output_uri: str, commits, summary: ScoreSummary) -> None:
+    files: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"rows": 0, "dead_letter": 0})
+    for name, is_dead in zip(commits.column("file").to_pylist(), commits.column("dead").to_pylist(), strict=True):
+        files[name]["dead_letter" if is_dead else "rows"] += 1
+    manifest = {
+        "rows": [{"path": f"rows/{n}.parquet", "num_rows": c["rows"]} for n, c in sorted(files.items()) if c["rows"]],
+        "dead_letter": [
+            {"path": f"dead_letter/{n}.parquet", "num_rows": c["dead_letter"]}
+            for n, c in sorted(files.items())
+            if c["dead_letter"]
+        ],
+        "schema": [f"{f.name}: {f.type}" for f in output_schema()],
+        "summary": summary.as_dict(),
+    }
+    write_json(storage.join(output_uri, "_manifest.json"), manifest)

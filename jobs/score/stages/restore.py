@@ -1,0 +1,91 @@
+"""The ``restore`` stage: frames judged below a quality threshold are restored, stored, and judged again.
+
+The quality classifier (the one the generator was trained with, unless the config names another) gives each frame
+a quality number on the method's 0-100 scale. Frames below ``threshold`` go through the generator (tiled, seams
+blended), the restored frame is written to ``output`` under a name derived from the source URI and frame index (a
+retry overwrites it), and the classifier judges the restored frame too. Frames at or above the threshold keep
+their quality number and no restored copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import ClassVar
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from jobs.common import storage
+from jobs.common.config import RestoreStageConfig
+from jobs.score.stages.base import Stage
+
+
+def restored_name(source_uri: str, frame_index: int | None, fmt: str) -> str:
+    """Object name of a restored frame: stable for a (source, frame), so a retried batch overwrites it."""
+    digest = hashlib.sha1(source_uri.encode()).hexdigest()[:16]
+    frame = "" if frame_index is None or frame_index < 0 else f"_f{int(frame_index):06d}"
+    return f"{digest}{frame}.{'jpg' if fmt == 'jpeg' else 'png'}"
+
+
+class RestoreStage(Stage):
+    """Adds the ``restore_*`` columns."""
+
+    name: ClassVar[str] = "restore"
+    columns: ClassVar[dict[str, pa.DataType]] = {
+        "restore_applied": pa.bool_(),
+        "restore_quality_before": pa.float32(),
+        "restore_quality_after": pa.float32(),
+        "restore_uri": pa.string(),
+        "restore_model": pa.string(),
+    }
+    cfg: RestoreStageConfig
+
+    def __init__(self, cfg: RestoreStageConfig):
+        from jobs.media.quality import QualityJudge
+        from jobs.media.restorer import Restorer
+
+        super().__init__(cfg)
+        if not cfg.checkpoint:
+            raise ValueError("stages.restore.checkpoint is required: a generator.pt from `mediascore train restore`")
+        if not cfg.output:
+            raise ValueError("stages.restore.output is required (mediascore score sets it to <output>/restored)")
+        self.restorer = Restorer(cfg.checkpoint, tile=cfg.tile, overlap=cfg.overlap)
+        quality = cfg.quality_checkpoint or self.restorer.meta["data"]["quality_checkpoint"]
+        self.judge = QualityJudge(quality, device=str(self.restorer.device))
+
+    def process_rows(self, batch: dict[str, np.ndarray], rows: list[int]) -> dict[str, list]:
+        out: dict[str, list] = {name: [] for name in self.columns}
+        images = [batch["pixels"][i] for i in rows]
+        before, _ = self.judge.judge(images)
+        for i, image, quality in zip(rows, images, before, strict=True):
+            applied = quality < self.cfg.threshold
+            uri, after = None, float("nan")
+            if applied:
+                restored = self.restorer(image)
+                after = self.judge.judge([restored])[0][0]
+                name = restored_name(str(batch["source_uri"][i]), _frame(batch, i), self.cfg.format)
+                uri = storage.join(self.cfg.output, name)
+                storage.write_bytes(uri, _encode(restored, self.cfg.format))
+            out["restore_applied"].append(applied)
+            out["restore_quality_before"].append(quality)
+            out["restore_quality_after"].append(after)
+            out["restore_uri"].append(uri)
+            out["restore_model"].append(self.restorer.version)
+        return out
+
+
+def _frame(batch: dict[str, np.ndarray], i: int) -> int | None:
+    if "frame_index" not in batch or batch["frame_index"][i] is None:
+        return None
+    return int(batch["frame_index"][i])
+
+
+def _encode(image: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "jpeg":
+        Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    else:
+        Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()

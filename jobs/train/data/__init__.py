@@ -1,0 +1,1 @@
+"""Inputs of the training jobs: labelled manifests, ground truth, training material."""

@@ -1,0 +1,333 @@
+"""``mediascore train restore``: the restoration GAN on Ray Train.
+
+1. The quality classifier: reused from ``quality_checkpoint`` or from an earlier run's ``quality.pt``, else trained
+   in the driver on measured labels (:mod:`jobs.train.quality`) and written to ``<output>/quality.pt``.
+2. Sample images (claims 7-11): the source photos (and corpus images) that meet the size and that the classifier
+   calls good; every decision and its reason goes to ``<output>/samples.json``. The kept images are cut into
+   patches; every ``val_every``-th patch is kept for validation.
+3. A ``TorchTrainer`` with N workers (DDP) fed by ``get_dataset_shard``. Each worker degrades its patches on the
+   fly, seeded by (run seed, epoch, patch id): the pairs are reproducible and every epoch sees new degradations.
+   Rank 0 scores the EMA generator on the fixed validation pairs after every epoch and writes the full checkpoint
+   (generator, EMA generator, discriminator, optimizers), ``latest.json``, ``history.json`` and the inference
+   checkpoint ``generator.pt`` (EMA weights only) to object storage; a rerun resumes from ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from jobs.common import storage
+from jobs.common.config import RayConfig, StrictModel, load_yaml
+from jobs.common.storage import read_json, write_json
+from jobs.media.degrade import DegradeConfig, degrade
+from jobs.train.common import ScalingSettings, fit
+from jobs.train.data.restore import QualityLabelSettings, SourceSettings
+
+
+class TrainRestoreSettings(StrictModel):
+    """``mediascore train restore`` config. ``generator`` / ``discriminator`` / ``train`` hold the fields of
+    ``GeneratorConfig`` / ``DiscriminatorConfig`` / ``RestoreTrainConfig``; ``quality_model`` those of
+    ``QualityNetConfig``."""
+
+    output: str
+    sources: SourceSettings = SourceSettings()
+    quality: QualityLabelSettings = QualityLabelSettings()
+    quality_model: dict = {}
+    quality_checkpoint: str | None = Field(None, description="an existing classifier; unset: <output>/quality.pt")
+    degrade: DegradeConfig = DegradeConfig()
+    patch: int = Field(64, ge=16, description="training crop side (the method's 256; smaller trains faster on CPU)")
+    patch_stride: int = Field(48, ge=8)
+    min_patch_std: float = Field(
+        6.0, ge=0, description="drop flat patches (grey-level std below this): no detail to restore, nothing learned"
+    )
+    max_patches_per_image: int = Field(96, ge=1, description="a seeded random subset of each image's patches")
+    permute_channels: bool = Field(True, description="augmentation: RGB channels in a random order")
+    val_every: int = Field(10, ge=2, description="every n-th patch validates instead of training")
+    max_val: int = Field(256, ge=1)
+    generator: dict = {}
+    discriminator: dict = {}
+    train: dict = {}
+    scaling: ScalingSettings = ScalingSettings()
+    ray: RayConfig = RayConfig()
+    seed: int = 0
+    resume: bool = True
+
+    @field_validator("generator", "discriminator", "train", "quality_model")
+    @classmethod
+    def _typed(cls, value: dict, info) -> dict:
+        from models.quality_net import quality_net_config_from_dict
+        from models.restore_net import discriminator_config_from_dict, generator_config_from_dict
+        from models.restore_recipe import RestoreTrainConfig
+
+        build = {
+            "generator": generator_config_from_dict,
+            "discriminator": discriminator_config_from_dict,
+            "quality_model": quality_net_config_from_dict,
+            "train": lambda d: RestoreTrainConfig(**d),
+        }[info.field_name]
+        try:
+            return dataclasses.asdict(build(value))
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+
+
+def load_restore_settings(path: str | Path, overrides: dict | None = None) -> TrainRestoreSettings:
+    return load_yaml(TrainRestoreSettings, path, overrides)
+
+
+def paths(output: str) -> dict[str, str]:
+    names = ("latest.json", "history.json", "samples.json", "quality.pt", "generator.pt")
+    return {name.split(".")[0]: storage.join(output, name) for name in names} | {
+        "checkpoints": storage.join(output, "checkpoints")
+    }
+
+
+def make_pairs(patches: np.ndarray, ids: np.ndarray, epoch: int, settings: TrainRestoreSettings):
+    """Degraded and clean patches as float tensors ``(B, 3, S, S)`` in [0, 1]; the clean patch is flipped,
+    transposed and its channels permuted at random first."""
+    from jobs.media.quality import to_tensor
+
+    lq, hq = [], []
+    for patch, pid in zip(patches, ids, strict=True):
+        rng = np.random.default_rng([settings.seed, epoch, int(pid)])
+        clean = patch[:, ::-1] if rng.random() < 0.5 else patch
+        clean = clean.transpose(1, 0, 2) if rng.random() < 0.5 else clean
+        clean = np.ascontiguousarray(clean[:, :, rng.permutation(3)] if settings.permute_channels else clean)
+        lq.append(degrade(clean, settings.degrade, rng)[0])
+        hq.append(clean)
+    return to_tensor(np.stack(lq)), to_tensor(np.stack(hq))
+
+
+def validation_pairs(patches: np.ndarray, settings: TrainRestoreSettings):
+    """The fixed validation pairs: each patch degraded with its own seed, the same every epoch and run."""
+    from jobs.media.quality import to_tensor
+
+    lq = np.stack([degrade(p, settings.degrade, [settings.seed, 1_000_003, i])[0] for i, p in enumerate(patches)])
+    return to_tensor(lq), to_tensor(patches)
+
+
+def validate(generator, val, device) -> dict[str, float]:
+    """Mean L1 and PSNR of the generator's output and of the degraded input against the clean patches."""
+    import torch
+
+    lq, hq = val
+    with torch.no_grad():
+        out = torch.cat([generator(lq[i : i + 32].to(device)).clamp(0, 1).cpu() for i in range(0, len(lq), 32)])
+
+    def psnr(a):
+        mse = ((a - hq) ** 2).mean(dim=(1, 2, 3)).clamp(min=1e-10)
+        return float((10 * torch.log10(1 / mse)).mean())
+
+    return {
+        "val_l1": float((out - hq).abs().mean()),
+        "val_l1_input": float((lq - hq).abs().mean()),
+        "val_psnr": psnr(out),
+        "val_psnr_input": psnr(lq),
+    }
+
+
+def _networks(settings: TrainRestoreSettings, quality_uri: str):
+    """Generator, discriminator (``None`` for L1-only), feature network (``None`` without a perceptual term)."""
+    from models.checkpoint import build_from_checkpoint
+    from models.restore_net import (
+        build_discriminator,
+        build_generator,
+        discriminator_config_from_dict,
+        generator_config_from_dict,
+    )
+    from models.restore_recipe import RestoreTrainConfig
+
+    cfg = RestoreTrainConfig(**settings.train)
+    g = build_generator(generator_config_from_dict(settings.generator))
+    d = None
+    if cfg.adversarial != "none":
+        d = build_discriminator(discriminator_config_from_dict(settings.discriminator))
+    feature = build_from_checkpoint(storage.read_bytes(quality_uri))[0] if cfg.perceptual > 0 else None
+    return cfg, g, d, feature
+
+
+def train_func(config: dict) -> None:
+    """The per-worker loop (runs inside Ray Train)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from models.checkpoint import load_checkpoint
+    from models.restore_recipe import RestoreRecipe
+
+    settings = TrainRestoreSettings.model_validate(config["settings"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(settings.seed * 1000 + rank)
+    cfg, g, d, feature = _networks(settings, config["quality"])
+    device = ray.train.torch.get_device()
+    start, history, ckpt = 0, [], None
+    latest = read_json(paths(settings.output)["latest"]) if settings.resume else None
+    if latest:
+        ckpt = load_checkpoint(storage.read_bytes(latest["checkpoint"]))
+        g.load_state_dict(ckpt["extra"]["generator"])
+        if d is not None:
+            d.load_state_dict(ckpt["extra"]["discriminator"])
+        start, history = ckpt["epoch"] + 1, read_json(paths(settings.output)["history"]) or []
+    model_g = ray.train.torch.prepare_model(g)
+    model_d = ray.train.torch.prepare_model(d) if d is not None else None
+    recipe = RestoreRecipe(model_g, model_d, cfg, feature.to(device) if feature is not None else None)
+    if ckpt is not None:
+        recipe.load_state_dict(ckpt["optimizer"])
+        if recipe.ema is not None:
+            recipe.ema.model.load_state_dict(ckpt["state_dict"])
+    val = validation_pairs(config["val_patches"], settings) if rank == 0 else None
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start, cfg.epochs):
+        started, sums, n = time.monotonic(), {}, 0
+        for batch in shard.iter_batches(
+            batch_size=cfg.batch_size, batch_format="numpy", local_shuffle_buffer_size=4 * cfg.batch_size
+        ):
+            lq, hq = make_pairs(batch["patch"], batch["id"], epoch, settings)
+            stats = recipe.train_step(lq.to(device), hq.to(device))
+            sums = {k: sums.get(k, 0.0) + float(v) for k, v in stats.items()}
+            n += 1
+        metrics = {"epoch": epoch, "step": recipe.step, "epoch_s": round(time.monotonic() - started, 2)}
+        metrics |= {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
+        if rank == 0:
+            metrics |= validate(recipe.inference_generator(), val, device)
+            history.append(metrics)
+            _save(settings, config, recipe, metrics, epoch, history)
+            print(f"[train restore] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        ray.train.report(metrics)
+
+
+def _save(settings: TrainRestoreSettings, config: dict, recipe, metrics: dict, epoch: int, history: list) -> None:
+    """The full checkpoint (to resume), then ``generator.pt`` (to restore with), then ``latest.json``."""
+    from models.checkpoint import checkpoint_bytes
+    from models.restore_recipe import unwrap
+
+    p = paths(settings.output)
+    data = config["data"] | {"quality_checkpoint": config["quality"], "degrade": settings.degrade.model_dump()}
+    data["train"] = settings.train
+    inference = recipe.inference_generator()
+    extra = {
+        "generator": {k: v.detach().cpu() for k, v in unwrap(recipe.g).state_dict().items()},
+        "discriminator": {k: v.detach().cpu() for k, v in unwrap(recipe.d).state_dict().items()} if recipe.d else None,
+        "discriminator_config": settings.discriminator,
+    }
+    common = {"step": recipe.step, "epoch": epoch, "metrics": metrics, "data": data}
+    uri = storage.join(p["checkpoints"], f"epoch_{epoch:04d}.pt")
+    storage.write_bytes(uri, checkpoint_bytes(inference, "restore_generator", settings.generator, **common,
+                                              optimizer_state=recipe.state_dict(), extra=extra))  # fmt: skip
+    storage.write_bytes(p["generator"], checkpoint_bytes(inference, "restore_generator", settings.generator, **common))
+    write_json(p["history"], history)
+    write_json(p["latest"], {"epoch": epoch, "checkpoint": uri, "generator": p["generator"], "metrics": metrics})
+
+
+def source_images(settings: SourceSettings) -> list[tuple[str, np.ndarray]]:
+    """(name, RGB image) of every configured source: the photos, then the corpus's images (largest first)."""
+    from jobs.media.decode import decode_image
+    from jobs.train.data.cam import read_manifest
+    from jobs.train.data.restore import check_held_out, load_photo
+
+    check_held_out(settings)
+    out = [(f"skimage:{name}", load_photo(name)) for name in settings.photos]
+    if settings.corpus_manifest and settings.corpus_limit:
+        rows = read_manifest(settings.corpus_manifest)
+        usable = (rows.media_type == "image") & rows.broken.isna() & rows.image_type.isin(settings.corpus_image_types)
+        rows = rows[usable]
+        rows = rows.assign(pixels=rows.width * rows.height).sort_values(["pixels", "uri"], ascending=[False, True])
+        for uri in rows.uri.head(settings.corpus_limit):
+            out.append((uri, decode_image(storage.read_bytes(uri), max_pixels=64_000_000)[0]))
+    return out
+
+
+def select_samples(images: list[tuple[str, np.ndarray]], settings: SourceSettings, quality_uri: str):
+    """The method's filter: size, then quality class. Returns the kept images and a record of every decision."""
+    from jobs.media.quality import QualityJudge
+    from jobs.train.data.restore import meets_size
+
+    judge = QualityJudge(quality_uri, device="cpu") if settings.quality_filter else None
+    kept, record = [], []
+    for name, image in images:
+        entry = {"source": name, "width": int(image.shape[1]), "height": int(image.shape[0])}
+        if not meets_size(image, settings.min_size):
+            entry["kept"], entry["reason"] = False, f"smaller than {settings.min_size}x{settings.min_size}"
+        elif judge is not None:
+            numbers, classes = judge.judge([image])
+            entry |= {"quality": round(numbers[0], 2), "quality_class": classes[0]}
+            entry["kept"] = classes[0] == "good"
+            entry["reason"] = "good" if entry["kept"] else f"quality class {classes[0]}"
+        else:
+            entry["kept"], entry["reason"] = True, "no quality filter"
+        record.append(entry)
+        if entry["kept"]:
+            kept.append((name, image))
+    return kept, record
+
+
+def _quality_checkpoint(settings: TrainRestoreSettings, images: list[tuple[str, np.ndarray]]) -> str:
+    from jobs.train.quality import train_quality_classifier
+
+    if settings.quality_checkpoint:
+        return settings.quality_checkpoint
+    uri = paths(settings.output)["quality"]
+    if settings.resume and storage.exists(uri):
+        return uri
+    photos = [im for name, im in images if name.startswith("skimage:")] or [im for _, im in images]
+    blob = train_quality_classifier(photos, settings.quality, settings.degrade, settings.quality_model, settings.seed)
+    storage.write_bytes(uri, blob)
+    return uri
+
+
+def prepare_patches(settings: TrainRestoreSettings) -> dict:
+    """Steps 1 and 2: the classifier, the sample filter, the patches (train and validation)."""
+    from jobs.train.data.restore import cut_patches
+
+    storage.ensure_bucket(settings.output)
+    images = source_images(settings.sources)
+    quality_uri = _quality_checkpoint(settings, images)
+    kept, record = select_samples(images, settings.sources, quality_uri)
+    write_json(paths(settings.output)["samples"], record)
+    print(f"[train restore] sample images: kept {len(kept)} of {len(images)} (see {paths(settings.output)['samples']})")
+    if not kept:
+        raise ValueError("no source image passed the size and quality filter: nothing to train on")
+    rng = np.random.default_rng(settings.seed)
+    patches = []
+    for _, image in kept:
+        cut = cut_patches(image, settings.patch, settings.patch_stride)
+        cut = cut[cut.reshape(len(cut), -1).std(axis=1) >= settings.min_patch_std]
+        patches.append(cut[np.sort(rng.permutation(len(cut))[: settings.max_patches_per_image])])
+    patches = np.concatenate(patches)
+    is_val = np.arange(len(patches)) % settings.val_every == settings.val_every - 1
+    val = patches[is_val][: settings.max_val]
+    data = {"sources": [name for name, _ in kept], "held_out": settings.sources.held_out}
+    data |= {"train_patches": int((~is_val).sum()), "val_patches": len(val), "patch": settings.patch}
+    return {"quality": quality_uri, "train": patches[~is_val], "val": val, "data": data}
+
+
+def run_train_restore(settings: TrainRestoreSettings, address: str | None = None) -> dict:
+    """Prepare the patches, run the trainer, return the last epoch's metrics."""
+    import ray.data
+
+    from jobs.common.session import init_ray
+
+    started = init_ray(settings.ray, address)
+    try:
+        prepared = prepare_patches(settings)
+        train = prepared["train"]
+        ds = ray.data.from_items([{"patch": p, "id": i} for i, p in enumerate(train)]).materialize()
+        loop_config = {
+            "settings": settings.model_dump(mode="json"),
+            "quality": prepared["quality"],
+            "val_patches": prepared["val"],
+            "data": prepared["data"],
+        }
+        fit(train_func, loop_config, settings.scaling, ds, "train-restore")
+        return (read_json(paths(settings.output)["latest"]) or {}).get("metrics", {})
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

@@ -1,0 +1,43 @@
+import pytest
+
+from jobs.common.config import ConfigError, ScoreConfig, load_config
+
+
+def test_defaults_are_valid_and_every_stage_has_a_section():
+    cfg = load_config()
+    assert isinstance(cfg, ScoreConfig)
+    for name in cfg.stages.run:
+        assert getattr(cfg.stages, name).resources.num_cpus > 0
+
+
+def test_shipped_configs_load():
+    for name in ("configs/score.yaml", "configs/demo.yaml"):
+        load_config(name)
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("decode:\n  video:\n    polcy: interval\n", "decode.video.polcy"),
+        ("decode:\n  video:\n    policy: sometimes\n", "decode.video.policy"),
+        ("output:\n  rows_per_file: 0\n", "output.rows_per_file"),
+        ("stages:\n  quality:\n    resources:\n      concurrency: [3, 1]\n", "stages.quality.resources"),
+        ("stages:\n  run: [quality, ocr_that_does_not_exist]\n", "stages"),
+        ("nonsense: 1\n", "nonsense"),
+    ],
+)
+def test_bad_keys_and_values_fail_naming_the_key(tmp_path, text, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    assert key in str(err.value)
+
+
+def test_overrides_merge_into_the_file(tmp_path):
+    cfg = load_config(_write(tmp_path, "decode:\n  video:\n    interval_s: 2.5\n"), {"decode": {"max_pixels": 10}})
+    assert cfg.decode.video.interval_s == 2.5 and cfg.decode.max_pixels == 10
