@@ -11,8 +11,6 @@ from PIL import Image
 from jobs.common import storage
 
 IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
-
-
 VIDEO_ENCODERS = {".mp4": ("mp4", "libx264"), ".mkv": ("mkv", "libx264"), ".webm": ("webm", "libvpx-vp9")}
 
 

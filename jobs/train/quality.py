@@ -1,9 +1,8 @@
-"""Training and use of the image quality classifier (poor / medium / good). Ray-free.
+"""Training of the image quality classifier (poor / medium / good); its use is :mod:`jobs.media.quality`. Ray-free.
 
 The classifier is small and trains in a minute on CPU from measured labels (see :mod:`jobs.train.data.restore`), so
 ``mediascore train restore`` trains it in the driver before the GAN and stores it as its own self-describing
-checkpoint. A whole image is judged by the mean class probabilities of crops spread over it at native resolution:
-resizing a frame to the classifier's input would hide the blur and noise it must see.
+checkpoint.
 """
 
 from __future__ import annotations
