@@ -18,10 +18,10 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import RayConfig, StrictModel, load_yaml
+from jobs.common.config import StrictModel, load_yaml
 from jobs.common.storage import read_json, write_json
 from jobs.media.images import load_resized
-from jobs.train.common import ScalingSettings, fit
+from jobs.train.common import TrainSettings, checked_section, fit
 from jobs.train.data.cam import ground_truth, labelled_images, read_manifest
 
 
@@ -36,17 +36,12 @@ class CamDataSettings(StrictModel):
     val_image_types: list[str] = ["photo"]
 
 
-class TrainCamSettings(StrictModel):
+class TrainCamSettings(TrainSettings):
     """``mediascore train cam`` config. ``model`` holds ``CamNetConfig`` fields, ``train`` ``CamTrainConfig``'s."""
 
     data: CamDataSettings
-    output: str
     model: dict = {}
     train: dict = {}
-    scaling: ScalingSettings = ScalingSettings()
-    ray: RayConfig = RayConfig()
-    seed: int = 0
-    resume: bool = True
     val_tau_step: float = Field(0.01, gt=0, le=0.1, description="coarser than the eval's 0.001: it runs every epoch")
 
     @field_validator("model")
@@ -54,17 +49,14 @@ class TrainCamSettings(StrictModel):
     def _model(cls, value: dict) -> dict:
         from models.cam_net import cam_net_config_from_dict
 
-        return dataclasses.asdict(cam_net_config_from_dict(value))
+        return checked_section(cam_net_config_from_dict, value)
 
     @field_validator("train")
     @classmethod
     def _train(cls, value: dict) -> dict:
         from models.cam_recipe import CamTrainConfig
 
-        try:
-            return dataclasses.asdict(CamTrainConfig(**value))
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+        return checked_section(lambda d: CamTrainConfig(**d), value)
 
 
 def load_train_settings(path: str | Path, overrides: dict | None = None) -> TrainCamSettings:

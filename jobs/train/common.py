@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
-from jobs.common.config import StrictModel
+from jobs.common.config import RayConfig, StrictModel
 
 
 class ScalingSettings(StrictModel):
@@ -15,6 +18,25 @@ class ScalingSettings(StrictModel):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+
+
+class TrainSettings(StrictModel):
+    """What every training job's config has: where it writes, how it scales, the Ray session, seed, resume."""
+
+    output: str
+    scaling: ScalingSettings = ScalingSettings()
+    ray: RayConfig = RayConfig()
+    seed: int = 0
+    resume: bool = True
+
+
+def checked_section(build: Callable[[dict], Any], value: dict) -> dict:
+    """A ``dict`` config section checked once, at load, by its model dataclass builder (an unknown or bad key fails
+    there, not inside a Ray Train worker); returns the section with every default filled in."""
+    try:
+        return dataclasses.asdict(build(value))
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:

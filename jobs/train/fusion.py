@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -24,9 +23,9 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import RayConfig, StrictModel, load_config, load_yaml
+from jobs.common.config import StrictModel, load_config, load_yaml
 from jobs.common.storage import read_json, write_json
-from jobs.train.common import ScalingSettings, fit
+from jobs.train.common import TrainSettings, checked_section, fit
 
 CLASSES = ["safe", "risky"]
 CAUSE_MODALITY = {"text": "text", "object": "object", "region": "key", "style": "style"}
@@ -58,35 +57,27 @@ class FusionDataSettings(StrictModel):
         return value
 
 
-class TrainFusionSettings(StrictModel):
+class TrainFusionSettings(TrainSettings):
     """``mediascore train fusion`` config; ``model`` holds ``FusionConfig`` fields, ``train``
     ``FusionTrainConfig``'s."""
 
     data: FusionDataSettings
-    output: str
     model: dict = {}
     train: dict = {}
-    scaling: ScalingSettings = ScalingSettings()
-    ray: RayConfig = RayConfig()
-    seed: int = 0
-    resume: bool = True
 
     @field_validator("model")
     @classmethod
     def _model(cls, value: dict) -> dict:
         from models.fusion import fusion_config_from_dict
 
-        return dataclasses.asdict(fusion_config_from_dict(value))
+        return checked_section(fusion_config_from_dict, value)
 
     @field_validator("train")
     @classmethod
     def _train(cls, value: dict) -> dict:
         from models.fusion_recipe import FusionTrainConfig
 
-        try:
-            return dataclasses.asdict(FusionTrainConfig(**value))
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+        return checked_section(lambda d: FusionTrainConfig(**d), value)
 
 
 def load_fusion_settings(path: str | Path, overrides: dict | None = None) -> TrainFusionSettings:

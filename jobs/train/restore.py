@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -22,19 +21,18 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import RayConfig, StrictModel, load_yaml
+from jobs.common.config import load_yaml
 from jobs.common.storage import read_json, write_json
 from jobs.media.degrade import DegradeConfig, degrade
-from jobs.train.common import ScalingSettings, fit
+from jobs.train.common import TrainSettings, checked_section, fit
 from jobs.train.data.restore import QualityLabelSettings, SourceSettings
 
 
-class TrainRestoreSettings(StrictModel):
+class TrainRestoreSettings(TrainSettings):
     """``mediascore train restore`` config. ``generator`` / ``discriminator`` / ``train`` hold the fields of
     ``GeneratorConfig`` / ``DiscriminatorConfig`` / ``RestoreTrainConfig``; ``quality_model`` those of
     ``QualityNetConfig``."""
 
-    output: str
     sources: SourceSettings = SourceSettings()
     quality: QualityLabelSettings = QualityLabelSettings()
     quality_model: dict = {}
@@ -52,10 +50,6 @@ class TrainRestoreSettings(StrictModel):
     generator: dict = {}
     discriminator: dict = {}
     train: dict = {}
-    scaling: ScalingSettings = ScalingSettings()
-    ray: RayConfig = RayConfig()
-    seed: int = 0
-    resume: bool = True
 
     @field_validator("generator", "discriminator", "train", "quality_model")
     @classmethod
@@ -70,10 +64,7 @@ class TrainRestoreSettings(StrictModel):
             "quality_model": quality_net_config_from_dict,
             "train": lambda d: RestoreTrainConfig(**d),
         }[info.field_name]
-        try:
-            return dataclasses.asdict(build(value))
-        except TypeError as exc:
-            raise ValueError(str(exc)) from None
+        return checked_section(build, value)
 
 
 def load_restore_settings(path: str | Path, overrides: dict | None = None) -> TrainRestoreSettings:
