@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from jobs.common import storage
 from jobs.common.config import OcrConfig
@@ -30,14 +31,8 @@ EVAL_KEYS = ("cer_en", "cer_zh", "line_recall_en", "line_recall_zh")
 
 
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions of one character each cost 1)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i] + [0] * len(b)
-        for j, cb in enumerate(b, start=1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (insertions, deletions, substitutions of one character each cost 1), by RapidFuzz."""
+    return int(Levenshtein.distance(a, b))
 
 
 def _quad_box(quad: list[int]) -> tuple[float, float, float, float]:

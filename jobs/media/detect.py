@@ -45,6 +45,7 @@ import numpy as np
 
 from jobs.common import storage
 from jobs.common.config import ObjectsConfig
+from models.cam import box_iou_matrix
 
 OPENCV_LABELS = ("face", "person")
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
@@ -102,30 +103,21 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.asarray(x, np.float64)))
 
 
-def _area(boxes: np.ndarray) -> np.ndarray:
-    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-
-
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Intersection over union of every box in ``a (N, 4)`` with every box in ``b (M, 4)`` -> ``(N, M)``."""
-    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])  # (N, M, 2)
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])  # (N, M, 2)
-    inter = np.clip(rb - lt, 0, None).prod(axis=2)
-    union = _area(a)[:, None] + _area(b)[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return box_iou_matrix(a, b)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Greedy non-maximum suppression: indices of the kept boxes, highest score first. A box is dropped when its
-    IoU with a kept, higher-scoring box exceeds ``iou_threshold``; equal scores keep the earlier box."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    keep = []
-    while order.size:
-        best, order = order[0], order[1:]
-        keep.append(best)
-        order = order[box_iou(boxes[best], boxes[order])[0] <= iou_threshold]
-    return np.asarray(keep, np.int64)
+    """Greedy non-maximum suppression (OpenCV's ``NMSBoxes``): indices of the kept boxes, highest score first. A box
+    is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold``; equal scores keep the earlier
+    box."""
+    boxes, scores = np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64)
+    if not len(boxes):
+        return np.zeros(0, np.int64)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    ranks = scores - scores.min() + 1.0  # OpenCV keeps only scores above a threshold >= 0; NMS needs only the order
+    return np.asarray(cv2.dnn.NMSBoxes(xywh.tolist(), ranks.tolist(), 0.0, float(iou_threshold)), np.int64).ravel()
 
 
 def postprocess(dets: Detections, cfg: ObjectsConfig) -> Detections:
