@@ -13,6 +13,8 @@ from typing import Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+DEFAULT_MAX_PIXELS = 100_000_000  # the decompression-bomb guard where no config sets another
+
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -75,7 +77,7 @@ class DecodeConfig(StrictModel):
     it), ``follow`` decodes it by its content.
     """
 
-    max_pixels: int = Field(100_000_000, ge=1, description="decompression-bomb guard, checked before decoding")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard, checked before decoding")
     mismatched_content: Literal["reject", "follow"] = "reject"
     video: VideoSampling = VideoSampling()
     rows_per_block: int = Field(16, ge=1, description="decoded rows handed downstream at a time")

@@ -133,7 +133,7 @@ def _background(meta: dict, row) -> str | None:
 def _corpus_image(row) -> Truth:
     from jobs.media.decode import decode_image
 
-    pixels, _ = decode_image(storage.read_bytes(row.uri), max_pixels=100_000_000)
+    pixels, _ = decode_image(storage.read_bytes(row.uri))
     boxes: dict[str, list[Box]] = {label: [] for label in LABELS}
     if getattr(row, "risk_cause", None) == "object":  # a pasted face (risk corpus)
         boxes["face"].append(tuple(int(v) for v in row.risk_box))

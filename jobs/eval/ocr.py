@@ -99,7 +99,7 @@ def run_eval_ocr(manifest_uri: str, splits: tuple[str, ...] = ("test",), cfg: Oc
     false_lines = skipped_with_text = skipped = 0
     started = time.monotonic()
     for k, row in enumerate(images.itertuples(), start=1):
-        pixels, _ = decode_image(storage.read_bytes(row.uri), max_pixels=100_000_000)
+        pixels, _ = decode_image(storage.read_bytes(row.uri))
         result = engine([pixels])[0]
         truths = list(row.texts) if row.texts is not None else []
         skipped += result.skipped

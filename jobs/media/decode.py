@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from jobs.common.config import VideoSampling
+from jobs.common.config import DEFAULT_MAX_PIXELS, VideoSampling
 
 
 class DecodeError(Exception):
@@ -91,7 +91,7 @@ def probe_image(data: bytes, max_pixels: int) -> Image.Image:
     return img
 
 
-def decode_image(data: bytes, max_pixels: int) -> tuple[np.ndarray, str]:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode image bytes to an RGB ``uint8`` array ``(H, W, 3)`` in display orientation.
 
     EXIF orientation is applied; palette, grey, 16-bit, CMYK and alpha images become RGB (alpha composited over

@@ -17,7 +17,7 @@ STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 def load_resized(uri: str, size: int) -> np.ndarray:
     """Decode an image from storage and resize it to ``(size, size, 3)`` uint8."""
-    pixels, _ = decode_image(storage.read_bytes(uri), max_pixels=100_000_000)
+    pixels, _ = decode_image(storage.read_bytes(uri))
     return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
 
 

@@ -52,7 +52,7 @@ def restore_image_bytes(data: bytes, restore: Callable[[np.ndarray], np.ndarray]
     """Decode, restore and re-encode one image in the format its extension names."""
     from jobs.media.decode import decode_image
 
-    image, _ = decode_image(data, max_pixels=64_000_000)
+    image, _ = decode_image(data)
     buf = io.BytesIO()
     fmt = IMAGE_EXTS[ext]
     Image.fromarray(restore(image)).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))

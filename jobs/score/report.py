@@ -71,7 +71,7 @@ def load_frame(uri: str, media_type: str, timestamp_s: float | None) -> np.ndarr
     """The pixels of one output row, decoded again from its source."""
     data = storage.read_bytes(uri)
     if media_type == "image":
-        return decode_image(data, max_pixels=10**9)[0]
+        return decode_image(data)[0]
     t = float(timestamp_s or 0.0)
     sampling = VideoSampling(policy="interval", interval_s=max(t, 1e-3), max_frames=2, seek_threshold_s=0.0)
     frames = [f for f in sample_video(io.BytesIO(data), sampling) if isinstance(f, VideoFrame)]
@@ -239,7 +239,7 @@ def _restore_pairs(rows: pd.DataFrame, n: int) -> str:
     for r in picked.itertuples():
         try:
             before = load_frame(r.source_uri, r.media_type, r.timestamp_s)
-            after = decode_image(storage.read_bytes(r.restore_uri), max_pixels=10**8)[0]
+            after = decode_image(storage.read_bytes(r.restore_uri))[0]
             img = "".join(f"<img src='data:image/jpeg;base64,{_thumb(p)}'>" for p in (before, after))
             img += "<br>" + "".join(f"<img src='data:image/png;base64,{_png(_zoom(p))}'>" for p in (before, after))
         except Exception as exc:  # the report must not fail on one unreadable file

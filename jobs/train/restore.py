@@ -230,7 +230,7 @@ def source_images(settings: SourceSettings) -> list[tuple[str, np.ndarray]]:
         rows = rows[usable]
         rows = rows.assign(pixels=rows.width * rows.height).sort_values(["pixels", "uri"], ascending=[False, True])
         for uri in rows.uri.head(settings.corpus_limit):
-            out.append((uri, decode_image(storage.read_bytes(uri), max_pixels=64_000_000)[0]))
+            out.append((uri, decode_image(storage.read_bytes(uri))[0]))
     return out
 
 
