@@ -73,9 +73,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from jobs.common.config import load_config
     from jobs.score.pipeline import run_score
 
-    stages = parse_stages(args.stages)
-    cfg = load_config(args.config, overrides={"stages": {"run": stages}} if stages else None)
-    summary = run_score(args.input, args.output, cfg, stages=stages, address=args.address)
+    stages = parse_stages(args.stages)  # validated once, as part of the config (stage names and their order)
+    cfg = load_config(args.config, overrides=None if stages is None else {"stages": {"run": stages}})
+    summary = run_score(args.input, args.output, cfg, address=args.address)
     print(summary)
     print(json.dumps(summary.as_dict(), sort_keys=True))
     return 0
