@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -28,8 +29,13 @@ def _lock() -> dict[str, str]:
 
 
 def _installed() -> dict[str, str]:
-    """Canonical name -> version of every distribution in this environment, the project itself left out."""
-    found = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+    """Canonical name -> version of every distribution pip installed into this environment, the project left out.
+
+    Only the environment's site-packages are read, not all of ``sys.path``: Ray puts its vendored
+    ``ray/thirdparty_files`` (colorama, ...) on the path once it is imported, and those are Ray's, not ours.
+    """
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    found = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions(path=site)}
     found.pop(PROJECT, None)
     return found
 
