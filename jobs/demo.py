@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from jobs.common import storage
-from jobs.common.config import load_config
+from jobs.common.config import REPO_ROOT, load_config
 from jobs.common.s3server import EmbeddedS3, export_lines
 from jobs.common.storage import read_json
 
 BUCKET = "s3://mediascore-demo"
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 CHECKPOINTS = ROOT / "checkpoints"
 # The demo's checkpoints: name -> (training config, the file it becomes). `mediascore train demo` remakes them.

@@ -21,7 +21,7 @@ class StrictModel(BaseModel):
 
 
 M = TypeVar("M", bound=BaseModel)
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Resources(StrictModel):
