@@ -18,12 +18,10 @@ replicas, no restart) while requests in flight finish on the old model.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections import deque
 
 import numpy as np
-from PIL import Image
 from ray import serve
 
 from serve.config import ServeModels
@@ -44,9 +42,9 @@ def batch_from_images(images: list[np.ndarray]) -> dict:
 
 
 def _png(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
+    from jobs.media.images import encode_image
+
+    return encode_image(image)
 
 
 def _ints(values) -> list[int] | None:

@@ -15,19 +15,18 @@ degraded, best classical and each generator, on the crop with the most detail.
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_yaml
 from jobs.media.degrade import DegradeConfig, degrade, downsample_scale
+from jobs.media.images import encode_image
 from jobs.train.data.restore import HELD_OUT, load_photo
 
 
@@ -143,11 +142,8 @@ def run_eval_restore(settings: EvalRestoreSettings) -> dict:
         gains = ", ".join(f"{k} {v:.2f}" for k, v in record["psnr"].items())
         print(f"[eval restore] {photo}#{copy} ({time.monotonic() - started:.0f} s): PSNR {gains}", flush=True)
     storage.write_bytes(storage.join(settings.output, "cases.json"), json.dumps(records, indent=1).encode())
-    buf = io.BytesIO()
     width = max(r.shape[1] for r in rows)
-    Image.fromarray(np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])).save(
-        buf, format="PNG"
-    )
-    storage.write_bytes(storage.join(settings.output, "crops.png"), buf.getvalue())
+    sheet = np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows])
+    storage.write_bytes(storage.join(settings.output, "crops.png"), encode_image(sheet))
     print(f"[eval restore] crops: {storage.join(settings.output, 'crops.png')}")
     return _summary(records, names)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import io
 import threading
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from jobs.common import storage
 from jobs.media.decode import decode_image
@@ -70,3 +72,12 @@ def photo(name: str) -> np.ndarray:
     """A scikit-image sample photo as (H, W, 3) uint8 RGB, loaded once per process."""
     with _LOAD_LOCK:
         return _photo(name)
+
+
+def encode_image(pixels: np.ndarray, fmt: str = "PNG", quality: int = 95) -> bytes:
+    """RGB (or grey) uint8 pixels -> the bytes of a ``PNG``, ``JPEG`` or ``WEBP`` file (``quality`` for the lossy
+    two), by Pillow with its default settings otherwise."""
+    buf = io.BytesIO()
+    fmt = fmt.upper()
+    Image.fromarray(pixels).save(buf, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
+    return buf.getvalue()

@@ -6,9 +6,9 @@ import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
 from jobs.common import storage
+from jobs.media.images import encode_image
 
 IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
 VIDEO_ENCODERS = {".mp4": ("mp4", "libx264"), ".mkv": ("mkv", "libx264"), ".webm": ("webm", "libvpx-vp9")}
@@ -53,10 +53,7 @@ def restore_image_bytes(data: bytes, restore: Callable[[np.ndarray], np.ndarray]
     from jobs.media.decode import decode_image
 
     image, _ = decode_image(data)
-    buf = io.BytesIO()
-    fmt = IMAGE_EXTS[ext]
-    Image.fromarray(restore(image)).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-    return buf.getvalue()
+    return encode_image(restore(image), IMAGE_EXTS[ext], quality=95)
 
 
 def restore_video_bytes(data: bytes, restore: Callable[[np.ndarray], np.ndarray], ext: str) -> tuple[bytes, int]:

@@ -19,6 +19,7 @@ from jobs.common import storage
 from jobs.common.config import VideoSampling
 from jobs.common.storage import read_json
 from jobs.media.decode import VideoFrame, decode_image, sample_video
+from jobs.media.images import encode_image
 
 THUMB_WIDTH = 200
 
@@ -81,15 +82,11 @@ def load_frame(uri: str, media_type: str, timestamp_s: float | None) -> np.ndarr
 def _thumb(pixels: np.ndarray) -> str:
     img = Image.fromarray(pixels)
     img.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 2))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(encode_image(np.asarray(img), "JPEG", quality=80)).decode()
 
 
 def _png(pixels: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
+    return base64.b64encode(encode_image(pixels)).decode()
 
 
 def cam_overlay(stage, pixels: np.ndarray, box) -> np.ndarray:

@@ -9,17 +9,15 @@ as JPEG bytes (the key region that fusion consumes).
 
 from __future__ import annotations
 
-import io
 from typing import ClassVar
 
 import cv2
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from jobs.common import storage
 from jobs.common.config import CamConfig
-from jobs.media.images import crop_box
+from jobs.media.images import crop_box, encode_image
 from jobs.score.stages.base import Stage
 
 
@@ -97,12 +95,10 @@ class CamStage(Stage):
             box = self.box(cam, width, height)
             x0, y0, x1, y1 = crop_box(box, self.cfg.crop_margin, width, height)
             crop = cv2.resize(image[y0:y1, x0:x1], (self.cfg.crop_size, self.cfg.crop_size))
-            buf = io.BytesIO()
-            Image.fromarray(crop).save(buf, format="JPEG", quality=90)
             out["cam_class"].append(self.classes[int(k)])
             out["cam_score"].append(float(p))
             out["cam_box"].append(list(box))
             out["cam_mask_area"].append(float(cam_to_mask(cam, self.tau).mean()))
-            out["cam_crop"].append(buf.getvalue())
+            out["cam_crop"].append(encode_image(crop, "JPEG", quality=90))
             out["cam_model"].append(self.version)
         return out

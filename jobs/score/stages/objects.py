@@ -8,17 +8,15 @@ x1 and y1 exclusive), highest score first; each crop is its box widened by ``cro
 
 from __future__ import annotations
 
-import io
 from typing import ClassVar
 
 import cv2
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from jobs.common.config import ObjectsConfig
 from jobs.media.detect import build_detector, detect
-from jobs.media.images import crop_box
+from jobs.media.images import crop_box, encode_image
 from jobs.score.stages.base import Stage
 
 
@@ -36,9 +34,7 @@ def jpeg_crop(image: np.ndarray, box: tuple[int, int, int, int], size: int, qual
     x0, y0, x1, y1 = box
     region = image[y0:y1, x0:x1]
     interp = cv2.INTER_AREA if min(region.shape[:2]) > size else cv2.INTER_LINEAR
-    buf = io.BytesIO()
-    Image.fromarray(cv2.resize(region, (size, size), interpolation=interp)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    return encode_image(cv2.resize(region, (size, size), interpolation=interp), "JPEG", quality=quality)
 
 
 class ObjectsStage(Stage):

@@ -10,15 +10,14 @@ their quality number and no restored copy.
 from __future__ import annotations
 
 import hashlib
-import io
 from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from jobs.common import storage
 from jobs.common.config import RestoreStageConfig
+from jobs.media.images import encode_image
 from jobs.score.stages.base import Stage
 
 
@@ -83,9 +82,4 @@ def _frame(batch: dict[str, np.ndarray], i: int) -> int | None:
 
 
 def _encode(image: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    if fmt == "jpeg":
-        Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    else:
-        Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
+    return encode_image(image, "JPEG" if fmt == "jpeg" else "PNG", quality=95)
