@@ -141,6 +141,7 @@ def test_resume_after_the_job_is_killed_gives_exactly_once(ray_local, corpus, tm
     assert len(rows[rows.media_type == "video"]) == int(np.sum(videos.num_frames))
 
 
+@pytest.mark.slow  # starts its own Ray cluster with `ray start`: about 1 minute on 2 cores
 def test_score_on_an_existing_cluster_hands_the_s3_settings_to_its_workers(corpus, free_port):
     """The cluster is started without any AWS variable: its workers can read S3 only through the job's runtime
     environment."""

@@ -43,6 +43,7 @@ def test_checkpoints_history_and_resume(fusion_trained):
         assert h["train_l3"] > 0  # the key module's auxiliary head is trained
 
 
+@pytest.mark.slow  # trains every ablation variant: about 3.5 minutes on 2 cores
 def test_eval_fusion_reports_every_key(fusion_trained):
     settings, _, _ = fusion_trained
     result = run_eval_fusion(settings, ablations=("text", "no_weights"))
