@@ -24,7 +24,7 @@ from serve.config import DeploymentSettings, ServeSettings, load_serve_settings
 from serve.models import MODELS, Model
 
 APP_NAME = "mediascore"
-MaskFormat = Literal["rle", "png", "none"]  # serve.encoding.MASK_FORMATS
+MaskFormat = Literal["rle", "coco", "png", "none"]  # serve.encoding.MASK_FORMATS
 IMAGE_BODY = {
     "requestBody": {
         "required": True,
@@ -84,7 +84,10 @@ class LocalizeResult(BaseModel):
     score: float
     box: list[int] = Field(description="x0, y0, x1, y1 in pixels")
     mask_area: float = Field(description="share of the image's pixels in the mask")
-    mask: dict | None = Field(description="rle: COCO uncompressed {size, counts}; png: {size, png (base64)}")
+    mask: dict | None = Field(
+        description="rle: COCO uncompressed {size, counts}; coco: COCO compressed {size, counts (string)}; "
+        "png: {size, png (base64)}"
+    )
     model: str
 
 

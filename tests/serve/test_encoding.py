@@ -23,6 +23,20 @@ def test_rle_and_png_round_trip(seed):
     assert np.array_equal(rle_to_mask(mask_to_rle(mask)), mask)
     assert np.array_equal(png_to_mask(encode_mask(mask, "png")), mask)
     assert sum(mask_to_rle(mask)["counts"]) == mask.size
+    assert np.array_equal(rle_to_mask(encode_mask(mask, "coco")), mask)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_uncompressed_rle_reads_in_pycocotools_as_the_same_mask(seed):
+    from pycocotools import mask as coco_mask
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((int(rng.integers(1, 60)), int(rng.integers(1, 60)))) > rng.random()
+    rle = mask_to_rle(mask)
+    compressed = coco_mask.frPyObjects(rle, *rle["size"])
+    assert np.array_equal(coco_mask.decode(compressed).astype(bool), mask)
+    assert int(coco_mask.area(compressed)) == int(mask.sum())
+    assert compressed["counts"].decode() == encode_mask(mask, "coco")["counts"]
 
 
 def test_bad_input_is_refused():
