@@ -4,7 +4,6 @@ distractor objects)."""
 
 from __future__ import annotations
 
-from jobs.common import storage
 from jobs.train.cam import load_eval_set
 from jobs.train.data.cam import labelled_images, read_manifest
 
@@ -20,11 +19,10 @@ def run_eval_cam(
     tau_step: float = 0.001,
 ) -> dict:
     """Evaluate a checkpoint; ``manifest`` defaults to the one it was trained on."""
+    from jobs.media.checkpoints import load_model
     from models.cam_recipe import evaluate_localization
-    from models.checkpoint import build_from_checkpoint, load_checkpoint
 
-    ckpt = load_checkpoint(storage.read_bytes(checkpoint))
-    model, meta = build_from_checkpoint(ckpt)
+    model, meta, _ = load_model(checkpoint, "cpu")
     data = meta["data"]
     rows = labelled_images(read_manifest(manifest or data["manifest"]), [split], list(image_types))
     if rows.empty:

@@ -58,13 +58,13 @@ def ablation_settings(settings: TrainFusionSettings, name: str) -> TrainFusionSe
 def _score_best(settings: TrainFusionSettings, test: dict) -> dict:
     import torch
 
-    from models.checkpoint import build_from_checkpoint
+    from jobs.media.checkpoints import load_model
     from models.fusion_recipe import FusionRecipe, FusionTrainConfig
 
     best = read_json(storage.join(settings.output, "best.json"))
     if not best:
         raise FileNotFoundError(f"no best.json under {settings.output}: train first")
-    model, ckpt = build_from_checkpoint(storage.read_bytes(best["checkpoint"]))
+    model, ckpt, _ = load_model(best["checkpoint"], "cpu")
     recipe = FusionRecipe(model, FusionTrainConfig(**settings.train), model.cfg.positive_class)
     out = predict(recipe, test, torch.device("cpu"))
     return out | {"epoch": ckpt["epoch"], "checkpoint": best["checkpoint"]}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.common import storage
 from jobs.media.images import grid_crops
 
 
@@ -25,14 +24,11 @@ class QualityJudge:
     """A trained quality classifier applied to whole images: quality number (0-100) and class per image."""
 
     def __init__(self, checkpoint: str, device: str | None = None):
-        import torch
+        from jobs.media.checkpoints import device_for, load_model
 
-        from models.checkpoint import build_from_checkpoint, describe
-
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, meta = build_from_checkpoint(storage.read_bytes(checkpoint), self.device)
+        self.device = device_for(device)
+        self.model, meta, self.info = load_model(checkpoint, self.device)
         self.crop, self.patches = int(meta["data"]["crop"]), int(meta["data"]["judge_patches"])
-        self.info = describe(meta, checkpoint)
         self.version = self.info["version"]
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from jobs.common import storage
 from jobs.media.images import encode_image
 
 IMAGE_EXTS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
@@ -25,15 +24,12 @@ class Restorer:
     """
 
     def __init__(self, checkpoint: str, tile: int = 256, overlap: int = 32, device: str | None = None):
-        import torch
+        from jobs.media.checkpoints import device_for, load_model
 
-        from models.checkpoint import build_from_checkpoint, describe
-
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model, meta = build_from_checkpoint(storage.read_bytes(checkpoint), self.device)
+        self.device = device_for(device)
+        self.model, meta, self.info = load_model(checkpoint, self.device)
         self.tile, self.overlap = tile, overlap
         self.meta = meta
-        self.info = describe(meta, checkpoint)
         self.version = self.info["version"]
 
     def __call__(self, image: np.ndarray) -> np.ndarray:

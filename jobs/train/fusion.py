@@ -107,10 +107,10 @@ def labels_of(manifest: pd.DataFrame) -> pd.DataFrame:
 
 def build_upstream_model(settings: TrainFusionSettings):
     """A fusion model whose frozen upstream CNN carries the CAM checkpoint's weights."""
-    from models.checkpoint import load_checkpoint
+    from jobs.media.checkpoints import read_checkpoint
     from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
 
-    cam = load_checkpoint(storage.read_bytes(settings.data.cam_checkpoint))
+    cam = read_checkpoint(settings.data.cam_checkpoint)
     model_cfg = dict(settings.model) | {"upstream": cam["config"]}
     model = build_fusion(fusion_config_from_dict(model_cfg))
     load_upstream(model, cam["state_dict"])

@@ -124,7 +124,7 @@ def validate(generator, val, device) -> dict[str, float]:
 
 def _networks(settings: TrainRestoreSettings, quality_uri: str):
     """Generator, discriminator (``None`` for L1-only), feature network (``None`` without a perceptual term)."""
-    from models.checkpoint import build_from_checkpoint
+    from jobs.media.checkpoints import load_model
     from models.restore_net import (
         build_discriminator,
         build_generator,
@@ -138,7 +138,7 @@ def _networks(settings: TrainRestoreSettings, quality_uri: str):
     d = None
     if cfg.adversarial != "none":
         d = build_discriminator(discriminator_config_from_dict(settings.discriminator))
-    feature = build_from_checkpoint(storage.read_bytes(quality_uri))[0] if cfg.perceptual > 0 else None
+    feature = load_model(quality_uri, "cpu")[0] if cfg.perceptual > 0 else None
     return cfg, g, d, feature
 
 

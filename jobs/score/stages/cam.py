@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 import pyarrow as pa
 
-from jobs.common import storage
 from jobs.common.config import CamConfig
 from jobs.media.images import crop_box, encode_image
 from jobs.score.stages.base import Stage
@@ -48,20 +47,15 @@ class CamStage(Stage):
     cfg: CamConfig
 
     def __init__(self, cfg: CamConfig):
-        import torch
-
-        from models.checkpoint import build_from_checkpoint, describe, load_checkpoint
+        from jobs.media.checkpoints import load_model
 
         super().__init__(cfg)
         if not cfg.checkpoint:
             raise ValueError("stages.cam.checkpoint is required: the URI of a checkpoint from `mediascore train cam`")
-        ckpt = load_checkpoint(storage.read_bytes(cfg.checkpoint))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, meta = build_from_checkpoint(ckpt)
-        self.model.to(self.device)
+        self.model, meta, self.info = load_model(cfg.checkpoint)
+        self.device = next(self.model.parameters()).device
         self.classes, self.size = meta["data"]["classes"], meta["data"]["image_size"]
         self.tau = cfg.tau if cfg.tau is not None else meta["data"].get("tau", 0.5)
-        self.info = describe(meta, cfg.checkpoint)
         self.version = self.info["version"]
 
     def localize(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,7 +19,6 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
-from jobs.common import storage
 from jobs.common.config import FusionStageConfig
 from jobs.score.stages.base import Stage
 
@@ -53,18 +52,14 @@ class FusionStage(Stage):
     cfg: FusionStageConfig
 
     def __init__(self, cfg: FusionStageConfig):
-        import torch
-
-        from models.checkpoint import build_from_checkpoint, describe, load_checkpoint
+        from jobs.media.checkpoints import load_model
 
         super().__init__(cfg)
         if not cfg.checkpoint:
             raise ValueError("stages.fusion.checkpoint is required: a checkpoint from `mediascore train fusion`")
-        ckpt = load_checkpoint(storage.read_bytes(cfg.checkpoint))
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model, meta = build_from_checkpoint(ckpt, self.device)
+        self.model, meta, self.info = load_model(cfg.checkpoint)
+        self.device = next(self.model.parameters()).device
         self.classes, self.max_tokens = meta["data"]["classes"], meta["data"]["max_tokens"]
-        self.info = describe(meta, cfg.checkpoint)
         self.version = self.info["version"]
 
     def predict(self, images: list[np.ndarray], rows: list[dict]) -> dict[str, np.ndarray]:
