@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from jobs.common.config import RayConfig
@@ -33,3 +34,16 @@ def init_ray(cfg: RayConfig, address: str | None) -> bool:
     else:
         ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     return True
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig, address: str | None):
+    """:func:`init_ray` for the length of a ``with`` block; Ray shuts down after it only if the block started it."""
+    started = init_ray(cfg, address)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from jobs.common import storage
 from jobs.common.config import Resources, ScoreConfig
-from jobs.common.session import init_ray
+from jobs.common.session import ray_session
 from jobs.common.storage import read_json, write_json
 from jobs.score.ingest import Decoder, Listing, MediaObject, list_inputs
 from jobs.score.output import Writer, load_state, output_schema, remove_orphans
@@ -217,17 +217,10 @@ def run_score(
         f"{len(listing.media) - len(todo)} already complete, {len(todo)} to do"
         + (f", {removed} files of an interrupted run removed" if removed else "")
     )
-    started_ray = False
     if todo:
-        started_ray = init_ray(cfg.ray, address)
-        try:
+        with ray_session(cfg.ray, address):
             ds = build_dataset(todo, partial, cfg, stages, output_uri)
             _drain(ds, len(todo), cfg.progress_interval_s, echo)
-        finally:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
     return _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,9 @@ from pydantic import Field, field_validator
 
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_yaml
-from jobs.common.storage import read_json, write_json
+from jobs.common.storage import read_json
 from jobs.media.images import load_resized
-from jobs.train.common import TrainSettings, checked_section, fit
+from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
 from jobs.train.data.cam import ground_truth, labelled_images, read_manifest
 
 
@@ -86,14 +85,6 @@ def load_eval_set(rows, classes: list[str], size: int):
     return to_tensor_batch(images), labels, [g.boxes for g in gts], [g.mask for g in gts]
 
 
-def _paths(output: str) -> dict[str, str]:
-    return {
-        "latest": storage.join(output, "latest.json"),
-        "history": storage.join(output, "history.json"),
-        "checkpoints": storage.join(output, "checkpoints"),
-    }
-
-
 def train_func(config: dict) -> None:
     """The per-worker loop (runs inside Ray Train)."""
     import ray.train
@@ -103,7 +94,7 @@ def train_func(config: dict) -> None:
     from jobs.media.images import MEAN, STD
     from models.cam_net import build_cam_net, cam_net_config_from_dict
     from models.cam_recipe import CamRecipe, CamTrainConfig, evaluate_localization
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import checkpoint_bytes
 
     settings = TrainCamSettings.model_validate(config["settings"])
     classes, rank = config["classes"], ray.train.get_context().get_world_rank()
@@ -112,17 +103,13 @@ def train_func(config: dict) -> None:
     model_cfg = cam_net_config_from_dict(settings.model)
     train_cfg = CamTrainConfig(**settings.train)
     net = build_cam_net(model_cfg)
-    paths = _paths(settings.output)
+    files = RunFiles(settings.output)
     steps = max(1, int(np.ceil(config["n_train"] / world / train_cfg.batch_size)))
-    model = ray.train.torch.prepare_model(net)
-    recipe = CamRecipe(model, train_cfg, steps)
-    start, history = 0, []
-    latest = read_json(paths["latest"]) if settings.resume else None
-    if latest:
-        ckpt = load_checkpoint(storage.read_bytes(latest["checkpoint"]))
+    recipe = CamRecipe(ray.train.torch.prepare_model(net), train_cfg, steps)
+    ckpt, progress = resume(files, settings.resume)
+    if ckpt:
         net.load_state_dict(ckpt["state_dict"])
         recipe.load_state_dict(ckpt["optimizer"])
-        start, history = ckpt["epoch"] + 1, read_json(paths["history"]) or []
     device = ray.train.torch.get_device()
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
@@ -132,8 +119,9 @@ def train_func(config: dict) -> None:
         rows = labelled_images(manifest, settings.data.val_splits, settings.data.val_image_types)
         val = load_eval_set(rows, classes, settings.data.image_size)
     shard = ray.train.get_dataset_shard("train")
-    for epoch in range(start, train_cfg.epochs):
-        started, sums, n = time.monotonic(), {"loss": 0.0, "acc": 0.0}, 0
+
+    def one_epoch(epoch: int) -> dict:
+        sums, n, stats = {"loss": 0.0, "acc": 0.0}, 0, {}
         for batch in shard.iter_torch_batches(
             batch_size=train_cfg.batch_size, local_shuffle_buffer_size=4 * train_cfg.batch_size, device=device
         ):
@@ -141,53 +129,39 @@ def train_func(config: dict) -> None:
             stats = recipe.train_step(recipe.augment(x), batch["label"].long())
             sums = {k: sums[k] + float(stats[k]) for k in sums}
             n += 1
-        metrics = {"epoch": epoch, "train_loss": sums["loss"] / max(n, 1), "train_acc": sums["acc"] / max(n, 1)}
-        metrics |= {"lr": float(stats["lr"]) if n else 0.0, "epoch_s": round(time.monotonic() - started, 2)}
-        if rank == 0:
+        metrics = {"train_loss": sums["loss"] / max(n, 1), "train_acc": sums["acc"] / max(n, 1)}
+        metrics["lr"] = float(stats["lr"]) if n else 0.0
+        if val is not None and len(val[1]):
             images, labels, boxes, masks = val
-            tau = 0.5  # without a validation split the usual default
-            if len(labels):
-                scores = evaluate_localization(
-                    net, images.to(device), labels.to(device), boxes, masks, tau_step=settings.val_tau_step
-                )
-                metrics |= {f"val_{k}": v for k, v in scores.items()}
-                tau = scores["tau_50"]
-            _save(settings, config, net, recipe, model_cfg, metrics, epoch, steps, tau)
-            history.append(metrics)
-            write_json(paths["history"], history)
-            print(f"[train cam] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        ray.train.report(metrics)
+            scores = evaluate_localization(
+                net, images.to(device), labels.to(device), boxes, masks, tau_step=settings.val_tau_step
+            )
+            metrics |= {f"val_{k}": v for k, v in scores.items()}
+        return metrics
 
+    def checkpoint(epoch: int, metrics: dict) -> bytes:
+        data = {
+            "manifest": settings.data.manifest,
+            "manifest_sha1": config["manifest_sha1"],
+            "classes": classes,
+            "image_size": settings.data.image_size,
+            "tau": metrics.get("val_tau_50", 0.5),  # without a validation split the usual default
+        }
+        return checkpoint_bytes(
+            net, "cam_net", dataclasses.asdict(model_cfg), step=(epoch + 1) * steps, epoch=epoch, metrics=metrics,
+            data=data, optimizer_state=recipe.state_dict(),
+        )  # fmt: skip
 
-def _save(settings, config, net, recipe, model_cfg, metrics: dict, epoch: int, steps: int, tau: float) -> None:
-    """Write the epoch's checkpoint, then point ``latest.json`` at it."""
-    from models.checkpoint import checkpoint_bytes
-
-    paths = _paths(settings.output)
-    data = {
-        "manifest": settings.data.manifest,
-        "manifest_sha1": config["manifest_sha1"],
-        "classes": config["classes"],
-        "image_size": settings.data.image_size,
-        "tau": tau,
-    }
-    blob = checkpoint_bytes(
-        net, "cam_net", dataclasses.asdict(model_cfg), step=(epoch + 1) * steps, epoch=epoch, metrics=metrics,
-        data=data, optimizer_state=recipe.state_dict(),
-    )  # fmt: skip
-    uri = storage.join(paths["checkpoints"], f"epoch_{epoch:04d}.pt")
-    storage.write_bytes(uri, blob)
-    write_json(paths["latest"], {"epoch": epoch, "checkpoint": uri, "metrics": metrics})
+    train_epochs("cam", files, progress, train_cfg.epochs, one_epoch, checkpoint)
 
 
 def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dict:
     """Prepare the data, run the trainer, return the last metrics."""
     import ray.data
 
-    from jobs.common.session import init_ray
+    from jobs.common.session import ray_session
 
-    started = init_ray(settings.ray, address)
-    try:
+    with ray_session(settings.ray, address):
         manifest_bytes = storage.read_bytes(settings.data.manifest)
         manifest = read_manifest(settings.data.manifest)
         classes = sorted(manifest.label.dropna().unique().tolist())
@@ -211,9 +185,4 @@ def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dic
             "manifest_sha1": hashlib.sha1(manifest_bytes).hexdigest(),
         }
         fit(train_func, loop_config, settings.scaling, ds, "train-cam")
-        return (read_json(_paths(settings.output)["latest"]) or {}).get("metrics", {})
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+        return (read_json(RunFiles(settings.output).latest) or {}).get("metrics", {})

@@ -1,15 +1,31 @@
-"""What every training job shares: the scaling settings and the Ray Train ``fit`` call."""
+"""What every training job shares: settings, the Ray Train ``fit`` call, and the resumable epoch loop.
+
+A run writes under its ``output`` (local or ``s3://``)::
+
+    checkpoints/epoch_NNNN.pt   one self-describing checkpoint per epoch (weights, optimizer state, metrics)
+    latest.json                 {"epoch", "checkpoint", "metrics", ...}: the last committed epoch
+    best.json                   the same for the best epoch so far (jobs that monitor a metric)
+    history.json                every committed epoch's metrics
+
+An epoch counts once ``latest.json`` points at it: a run killed before that redoes the epoch, and a rerun with
+``resume: true`` starts after the latest one (:func:`resume`). :func:`train_epochs` is the loop every job's Ray
+Train worker runs: the job's own epoch function, then on rank 0 the checkpoint, the pointers and the history.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
+from jobs.common import storage
 from jobs.common.config import RayConfig, StrictModel
+from jobs.common.storage import read_json, write_json
 
 
 class ScalingSettings(StrictModel):
@@ -56,3 +72,105 @@ def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, 
         datasets={"train": train_dataset},
         run_config=RunConfig(name=name, storage_path=str(Path(".mediascore/ray_results").resolve())),
     ).fit()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """Where a run's checkpoints and pointers live (see the module docstring)."""
+
+    output: str
+
+    def uri(self, name: str) -> str:
+        return storage.join(self.output, name)
+
+    @property
+    def latest(self) -> str:
+        return self.uri("latest.json")
+
+    @property
+    def best(self) -> str:
+        return self.uri("best.json")
+
+    @property
+    def history(self) -> str:
+        return self.uri("history.json")
+
+    def checkpoint(self, epoch: int) -> str:
+        return self.uri(f"checkpoints/epoch_{epoch:04d}.pt")
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where a run stands: the next epoch, the metrics of every epoch so far, and the best of them by ``monitor``
+    (a metric to minimize; ``None``: the job keeps no best epoch)."""
+
+    start: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)
+    monitor: str | None = None
+
+    def _monitored(self) -> list[float]:
+        """The monitored value of every epoch; NaN (an empty validation split) never counts as an improvement."""
+        values = [float(m[self.monitor]) for m in self.history] if self.monitor else []
+        return [math.inf if math.isnan(v) else v for v in values]
+
+    def best(self) -> float:
+        return min(self._monitored(), default=math.inf)
+
+    def epochs_since_best(self) -> int:
+        """Epochs after the first one that reached the best value (all of them when none has a value)."""
+        values = self._monitored()
+        best = min(values, default=math.inf)
+        return len(values) - 1 - values.index(best) if best < math.inf else len(values)
+
+
+def resume(files: RunFiles, enabled: bool, monitor: str | None = None) -> tuple[dict | None, Progress]:
+    """The latest checkpoint (``None`` when there is none or ``enabled`` is false) and the progress it stands
+    for; the checkpoint's weights and optimizer state are the job's to load."""
+    from jobs.media.checkpoints import read_checkpoint
+
+    latest = read_json(files.latest) if enabled else None
+    if not latest:
+        return None, Progress(monitor=monitor)
+    ckpt = read_checkpoint(latest["checkpoint"])
+    return ckpt, Progress(ckpt["epoch"] + 1, read_json(files.history) or [], monitor)
+
+
+def train_epochs(
+    job: str,
+    files: RunFiles,
+    progress: Progress,
+    epochs: int,
+    one_epoch: Callable[[int], dict],
+    checkpoint: Callable[[int, dict], bytes],
+    patience: int = 0,
+    pointer: dict | None = None,
+) -> None:
+    """The epoch loop of a Ray Train worker, written once for every job.
+
+    Each epoch runs ``one_epoch(epoch)`` (train, then validate: its metrics) on every worker and adds ``epoch``
+    and ``epoch_s`` (wall seconds of both). Rank 0 then writes ``checkpoint(epoch, metrics)`` (bytes), the history,
+    ``latest.json`` and, when the monitored metric improved, ``best.json``; both pointers also carry ``pointer``.
+    Every worker reports the metrics to Ray Train. With ``patience`` the loop stops after that many epochs without
+    a lower monitored value; the decision uses numbers every worker has, so all stop together.
+    """
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    for epoch in range(progress.start, epochs):
+        if patience and progress.epochs_since_best() >= patience:
+            break
+        started = time.monotonic()
+        metrics = {"epoch": epoch} | one_epoch(epoch)
+        metrics["epoch_s"] = round(time.monotonic() - started, 2)
+        improved = progress.monitor is not None and metrics[progress.monitor] < progress.best()
+        progress.history.append(metrics)
+        if rank == 0:
+            uri = files.checkpoint(epoch)
+            storage.write_bytes(uri, checkpoint(epoch, metrics))
+            write_json(files.history, progress.history)
+            record = {"epoch": epoch, "checkpoint": uri, "metrics": metrics} | (pointer or {})
+            write_json(files.latest, record)
+            if improved:
+                write_json(files.best, record)
+            print(f"[train {job}] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        ray.train.report(metrics)

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from pydantic import Field, field_validator
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_config, load_yaml
 from jobs.common.storage import read_json, write_json
-from jobs.train.common import TrainSettings, checked_section, fit
+from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
 
 CLASSES = ["safe", "risky"]
 CAUSE_MODALITY = {"text": "text", "object": "object", "region": "key", "style": "style"}
@@ -82,11 +81,6 @@ class TrainFusionSettings(TrainSettings):
 
 def load_fusion_settings(path: str | Path, overrides: dict | None = None) -> TrainFusionSettings:
     return load_yaml(TrainFusionSettings, path, overrides)
-
-
-def _paths(output: str) -> dict[str, str]:
-    names = {"latest": "latest.json", "best": "best.json", "history": "history.json", "checkpoints": "checkpoints"}
-    return {key: storage.join(output, name) for key, name in names.items()}
 
 
 def labels_of(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -248,78 +242,55 @@ def train_func(config: dict) -> None:
 
     from jobs.media.fusion_inputs import to_tensors
     from jobs.train.metrics import binary_metrics
-    from models.checkpoint import load_checkpoint
+    from models.checkpoint import checkpoint_bytes
     from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
     from models.fusion_recipe import FusionRecipe, FusionTrainConfig
 
     settings = TrainFusionSettings.model_validate(config["settings"])
-    rank = ray.train.get_context().get_world_rank()
-    torch.manual_seed(settings.seed * 1000 + rank)
+    torch.manual_seed(settings.seed * 1000 + ray.train.get_context().get_world_rank())
     model_cfg = fusion_config_from_dict(config["model"])
     train_cfg = FusionTrainConfig(**settings.train)
     net = build_fusion(model_cfg)
     load_upstream(net, config["upstream_state"])
     model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
     recipe = FusionRecipe(model, train_cfg, model_cfg.positive_class)
-    paths, specs, device = _paths(settings.output), config["specs"], ray.train.torch.get_device()
-    start, history, best, bad = 0, [], float("inf"), 0
-    latest = read_json(paths["latest"]) if settings.resume else None
-    if latest:
-        ckpt = load_checkpoint(storage.read_bytes(latest["checkpoint"]))
+    files, specs, device = RunFiles(settings.output), config["specs"], ray.train.torch.get_device()
+    ckpt, progress = resume(files, settings.resume, monitor="val_loss")
+    if ckpt:
         net.load_state_dict(ckpt["state_dict"])
         recipe.load_state_dict(ckpt["optimizer"])
-        start, history = ckpt["epoch"] + 1, read_json(paths["history"]) or []
-        best, bad = ckpt["extra"]["best_loss"], ckpt["extra"]["bad_epochs"]
     val = frame_batch(load_cache(settings.data.cache, settings.data.val_splits), specs)
     shard = ray.train.get_dataset_shard("train")
-    for epoch in range(start, train_cfg.epochs):
-        if train_cfg.patience and bad >= train_cfg.patience:
-            break
-        started, sums, n = time.monotonic(), {"loss": 0.0, "l1": 0.0, "l2": 0.0, "l3": 0.0, "acc": 0.0}, 0
+
+    def one_epoch(epoch: int) -> dict:
+        sums, n = {"loss": 0.0, "l1": 0.0, "l2": 0.0, "l3": 0.0, "acc": 0.0}, 0
         for cells in shard.iter_batches(
             batch_size=train_cfg.batch_size, batch_format="numpy", local_shuffle_buffer_size=4 * train_cfg.batch_size
         ):
             stats = recipe.train_step(to_tensors(frame_batch(cells, specs), device))
             sums = {k: sums[k] + float(stats[k]) for k in sums}
             n += 1
-        scored = predict(recipe, val, device)
-        metrics = {"epoch": epoch, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        scored = predict(recipe, val, device)  # every worker scores all of it: the same numbers everywhere
+        metrics = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
         metrics |= {f"val_{k}": scored[k] for k in ("loss", "l1", "l2", "l3")}
-        metrics |= {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"]).items()}
-        metrics["epoch_s"] = round(time.monotonic() - started, 2)
-        improved = metrics["val_loss"] < best
-        best, bad = (metrics["val_loss"], 0) if improved else (best, bad + 1)
-        if rank == 0:
-            _save(settings, config, net, recipe, metrics, epoch, improved, {"best_loss": best, "bad_epochs": bad})
-            history.append(metrics)
-            write_json(paths["history"], history)
-            print(f"[train fusion] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        ray.train.report(metrics)
+        return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"]).items()}
 
+    def checkpoint(epoch: int, metrics: dict) -> bytes:
+        data = {
+            "classes": CLASSES,
+            "max_tokens": settings.data.max_tokens,
+            "manifest": settings.data.manifest,
+            "manifest_sha1": config["manifest_sha1"],
+            "cam_checkpoint": settings.data.cam_checkpoint,
+            "cache": settings.data.cache,
+        }
+        extra = {"best_loss": progress.best(), "bad_epochs": progress.epochs_since_best()}
+        return checkpoint_bytes(
+            net, "fusion", config["model"], step=epoch + 1, epoch=epoch, metrics=metrics, data=data,
+            optimizer_state=recipe.state_dict(), extra=extra,
+        )  # fmt: skip
 
-def _save(settings, config, net, recipe, metrics: dict, epoch: int, improved: bool, extra: dict) -> None:
-    """Write the epoch's checkpoint, point ``latest.json`` (and ``best.json`` when ``improved``) at it."""
-    from models.checkpoint import checkpoint_bytes
-
-    paths = _paths(settings.output)
-    data = {
-        "classes": CLASSES,
-        "max_tokens": settings.data.max_tokens,
-        "manifest": settings.data.manifest,
-        "manifest_sha1": config["manifest_sha1"],
-        "cam_checkpoint": settings.data.cam_checkpoint,
-        "cache": settings.data.cache,
-    }
-    blob = checkpoint_bytes(
-        net, "fusion", config["model"], step=epoch + 1, epoch=epoch, metrics=metrics, data=data,
-        optimizer_state=recipe.state_dict(), extra=extra,
-    )  # fmt: skip
-    uri = storage.join(paths["checkpoints"], f"epoch_{epoch:04d}.pt")
-    storage.write_bytes(uri, blob)
-    pointer = {"epoch": epoch, "checkpoint": uri, "metrics": metrics}
-    write_json(paths["latest"], pointer)
-    if improved:
-        write_json(paths["best"], pointer)
+    train_epochs("fusion", files, progress, train_cfg.epochs, one_epoch, checkpoint, patience=train_cfg.patience)
 
 
 def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, echo=print) -> dict:
@@ -329,10 +300,9 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
     import ray.data
     from ray.data.expressions import col
 
-    from jobs.common.session import init_ray
+    from jobs.common.session import ray_session
 
-    started = init_ray(settings.ray, address)
-    try:
+    with ray_session(settings.ray, address):
         summary = build_cache(settings, echo)
         model = build_upstream_model(settings)
         fs, path = storage.resolve(storage.join(settings.data.cache, "rows/"))
@@ -345,9 +315,4 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
             "manifest_sha1": summary["manifest_sha1"],
         }
         fit(train_func, loop_config, settings.scaling, train, "train-fusion")
-        return read_json(_paths(settings.output)["best"]) or {}
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+        return read_json(RunFiles(settings.output).best) or {}

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from jobs.common import storage
 from jobs.common.config import load_yaml
 from jobs.common.storage import read_json, write_json
 from jobs.media.degrade import DegradeConfig, degrade
-from jobs.train.common import TrainSettings, checked_section, fit
+from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
 from jobs.train.data.restore import QualityLabelSettings, SourceSettings
 
 
@@ -148,34 +147,32 @@ def train_func(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from models.checkpoint import load_checkpoint
-    from models.restore_recipe import RestoreRecipe
+    from models.checkpoint import checkpoint_bytes
+    from models.restore_recipe import RestoreRecipe, unwrap
 
     settings = TrainRestoreSettings.model_validate(config["settings"])
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(settings.seed * 1000 + rank)
     cfg, g, d, feature = _networks(settings, config["quality"])
-    device = ray.train.torch.get_device()
-    start, history, ckpt = 0, [], None
-    latest = read_json(paths(settings.output)["latest"]) if settings.resume else None
-    if latest:
-        ckpt = load_checkpoint(storage.read_bytes(latest["checkpoint"]))
+    device, files = ray.train.torch.get_device(), RunFiles(settings.output)
+    ckpt, progress = resume(files, settings.resume)
+    if ckpt:
         g.load_state_dict(ckpt["extra"]["generator"])
         if d is not None:
             d.load_state_dict(ckpt["extra"]["discriminator"])
-        start, history = ckpt["epoch"] + 1, read_json(paths(settings.output)["history"]) or []
-    model_g = ray.train.torch.prepare_model(g)
     model_d = ray.train.torch.prepare_model(d) if d is not None else None
-    recipe = RestoreRecipe(model_g, model_d, cfg, feature.to(device) if feature is not None else None)
-    if ckpt is not None:
+    feature = feature.to(device) if feature is not None else None
+    recipe = RestoreRecipe(ray.train.torch.prepare_model(g), model_d, cfg, feature)
+    if ckpt:
         recipe.load_state_dict(ckpt["optimizer"])
         if recipe.ema is not None:
             recipe.ema.model.load_state_dict(ckpt["state_dict"])
     val = validation_pairs(config["val_patches"], settings) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
-    for epoch in range(start, cfg.epochs):
-        started, sums, n = time.monotonic(), {}, 0
+    generator_uri = files.uri("generator.pt")
+
+    def one_epoch(epoch: int) -> dict:
+        sums, n = {}, 0
         for batch in shard.iter_batches(
             batch_size=cfg.batch_size, batch_format="numpy", local_shuffle_buffer_size=4 * cfg.batch_size
         ):
@@ -183,37 +180,33 @@ def train_func(config: dict) -> None:
             stats = recipe.train_step(lq.to(device), hq.to(device))
             sums = {k: sums.get(k, 0.0) + float(v) for k, v in stats.items()}
             n += 1
-        metrics = {"epoch": epoch, "step": recipe.step, "epoch_s": round(time.monotonic() - started, 2)}
-        metrics |= {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
-        if rank == 0:
-            metrics |= validate(recipe.inference_generator(), val, device)
-            history.append(metrics)
-            _save(settings, config, recipe, metrics, epoch, history)
-            print(f"[train restore] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-        ray.train.report(metrics)
+        metrics = {"step": recipe.step} | {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
+        return metrics | (validate(recipe.inference_generator(), val, device) if val is not None else {})
 
+    def checkpoint(epoch: int, metrics: dict) -> bytes:
+        """The full checkpoint (to resume); first ``generator.pt`` (EMA weights only, to restore with)."""
+        data = config["data"] | {"quality_checkpoint": config["quality"], "degrade": settings.degrade.model_dump()}
+        data["train"] = settings.train
+        inference = recipe.inference_generator()
+        common = {"step": recipe.step, "epoch": epoch, "metrics": metrics, "data": data}
+        storage.write_bytes(
+            generator_uri, checkpoint_bytes(inference, "restore_generator", settings.generator, **common)
+        )
 
-def _save(settings: TrainRestoreSettings, config: dict, recipe, metrics: dict, epoch: int, history: list) -> None:
-    """The full checkpoint (to resume), then ``generator.pt`` (to restore with), then ``latest.json``."""
-    from models.checkpoint import checkpoint_bytes
-    from models.restore_recipe import unwrap
+        def weights(net):
+            return {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()} if net is not None else None
 
-    p = paths(settings.output)
-    data = config["data"] | {"quality_checkpoint": config["quality"], "degrade": settings.degrade.model_dump()}
-    data["train"] = settings.train
-    inference = recipe.inference_generator()
-    extra = {
-        "generator": {k: v.detach().cpu() for k, v in unwrap(recipe.g).state_dict().items()},
-        "discriminator": {k: v.detach().cpu() for k, v in unwrap(recipe.d).state_dict().items()} if recipe.d else None,
-        "discriminator_config": settings.discriminator,
-    }
-    common = {"step": recipe.step, "epoch": epoch, "metrics": metrics, "data": data}
-    uri = storage.join(p["checkpoints"], f"epoch_{epoch:04d}.pt")
-    storage.write_bytes(uri, checkpoint_bytes(inference, "restore_generator", settings.generator, **common,
-                                              optimizer_state=recipe.state_dict(), extra=extra))  # fmt: skip
-    storage.write_bytes(p["generator"], checkpoint_bytes(inference, "restore_generator", settings.generator, **common))
-    write_json(p["history"], history)
-    write_json(p["latest"], {"epoch": epoch, "checkpoint": uri, "generator": p["generator"], "metrics": metrics})
+        extra = {
+            "generator": weights(recipe.g),
+            "discriminator": weights(recipe.d),
+            "discriminator_config": settings.discriminator,
+        }
+        return checkpoint_bytes(
+            inference, "restore_generator", settings.generator, **common, optimizer_state=recipe.state_dict(),
+            extra=extra,
+        )  # fmt: skip
+
+    train_epochs("restore", files, progress, cfg.epochs, one_epoch, checkpoint, pointer={"generator": generator_uri})
 
 
 def source_images(settings: SourceSettings) -> list[tuple[str, np.ndarray]]:
@@ -302,10 +295,9 @@ def run_train_restore(settings: TrainRestoreSettings, address: str | None = None
     """Prepare the patches, run the trainer, return the last epoch's metrics."""
     import ray.data
 
-    from jobs.common.session import init_ray
+    from jobs.common.session import ray_session
 
-    started = init_ray(settings.ray, address)
-    try:
+    with ray_session(settings.ray, address):
         prepared = prepare_patches(settings)
         train = prepared["train"]
         ds = ray.data.from_items([{"patch": p, "id": i} for i, p in enumerate(train)]).materialize()
@@ -316,9 +308,4 @@ def run_train_restore(settings: TrainRestoreSettings, address: str | None = None
             "data": prepared["data"],
         }
         fit(train_func, loop_config, settings.scaling, ds, "train-restore")
-        return (read_json(paths(settings.output)["latest"]) or {}).get("metrics", {})
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
+        return (read_json(RunFiles(settings.output).latest) or {}).get("metrics", {})
