@@ -21,14 +21,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from models.layers import ConvBNAct
-from models.sfs import SFSConfig, SuppressFuseSelect, sfs_config_from_dict
+from models.layers import ConvBNAct, config_from_dict
+from models.sfs import SFSConfig, SuppressFuseSelect
 
 # Per stage: (width, number of 3x3 convs). Max-pooling after every stage but the last.
 _STAGES: dict[str, tuple[tuple[int, int], ...]] = {
@@ -93,21 +93,9 @@ class CamNetConfig:
 
 
 def cam_net_config_from_dict(d: Mapping[str, Any]) -> CamNetConfig:
-    """Build a :class:`CamNetConfig` from a plain dict (e.g. ``dataclasses.asdict`` or YAML).
-
-    ``sfs`` may be a nested dict; lists become tuples.
-
-    Raises:
-        ValueError: an unknown key (named in the message) or an invalid value.
-    """
-    valid = {f.name for f in fields(CamNetConfig)}
-    for key in d:
-        if key not in valid:
-            raise ValueError(f"unknown model config key {key!r}; valid: {sorted(valid)}")
-    kwargs = dict(d)
-    if "sfs" in kwargs:
-        kwargs["sfs"] = sfs_config_from_dict(kwargs["sfs"])
-    return CamNetConfig(**kwargs)
+    """A :class:`CamNetConfig` from a plain dict (``sfs`` may be a nested dict; lists become tuples); an unknown key
+    fails with its name."""
+    return config_from_dict(CamNetConfig, d, "cam net")
 
 
 def _build_features(cfg: CamNetConfig) -> tuple[nn.Sequential, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ class CamTrainConfig:
 
     epochs: int = 10
     batch_size: int = 32
-    optimizer: str = "sgd"  # "sgd" | "adamw"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -34,7 +34,7 @@ training cache) or pixels (``style_image``, ``obj_images``) that it encodes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from typing import Any
 
@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from models.cam import block_box, crop_resize, normalize_cam
 from models.cam_net import CamNet, CamNetConfig, cam_net_config_from_dict
+from models.layers import config_from_dict
 
 MODALITIES: tuple[str, ...] = ("text", "style", "object", "key")
 """Modalities a model may use; ``object`` contributes one token per detected object."""
@@ -154,11 +155,7 @@ class FusionConfig:
 
 def fusion_config_from_dict(d: Mapping[str, Any]) -> FusionConfig:
     """A :class:`FusionConfig` from a plain dict; unknown keys fail."""
-    valid = {f.name for f in fields(FusionConfig)}
-    unknown = set(d) - valid
-    if unknown:
-        raise ValueError(f"unknown fusion model keys {sorted(unknown)}; valid: {sorted(valid)}")
-    return FusionConfig(**d)
+    return config_from_dict(FusionConfig, d, "fusion model")
 
 
 def channel_mean_weight(x: Tensor) -> Tensor:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
-from typing import Any, TypeVar
+from dataclasses import fields, is_dataclass
+from typing import Any, TypeVar, get_type_hints
 
 from torch import Tensor, nn
 
@@ -48,14 +48,25 @@ def global_max_pool(x: Tensor) -> Tensor:
     return x.amax(dim=(2, 3))
 
 
-def config_from_dict(cls: type[T], d: Mapping[str, Any], what: str) -> T:
+def config_from_dict(cls: type[T], d: Mapping[str, Any] | T, what: str) -> T:
     """A dataclass ``cls`` from a plain dict (YAML, or a checkpoint's stored config); unknown keys fail.
 
-    Lists become tuples where the field's default is a tuple, so a YAML round trip compares equal.
+    The one way every model config is read back: nested dataclass fields are read the same way (their errors name
+    the path, e.g. ``cam net.sfs``), and lists become tuples where the field's default is a tuple, so a YAML round
+    trip compares equal. An instance of ``cls`` comes back as it is.
     """
+    if isinstance(d, cls):
+        return d
     valid = {f.name: f for f in fields(cls)}
     unknown = set(d) - set(valid)
     if unknown:
         raise ValueError(f"unknown {what} keys {sorted(unknown)}; valid: {sorted(valid)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) and isinstance(valid[k].default, tuple) else v for k, v in d.items()}
+    hints = get_type_hints(cls)
+    kwargs = {}
+    for key, value in d.items():
+        if is_dataclass(hints[key]) and isinstance(value, Mapping):
+            value = config_from_dict(hints[key], value, f"{what}.{key}")
+        elif isinstance(value, list) and isinstance(valid[key].default, tuple):
+            value = tuple(value)
+        kwargs[key] = value
     return cls(**kwargs)

@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from models.layers import global_max_pool
+from models.layers import config_from_dict, global_max_pool
 
 
 def _alpha_exp(cr: float) -> float:
@@ -111,14 +111,8 @@ class SFSConfig:
 
 
 def sfs_config_from_dict(d: Mapping[str, Any] | SFSConfig) -> SFSConfig:
-    """Build an :class:`SFSConfig` from a plain dict; unknown keys raise ``ValueError`` naming the key."""
-    if isinstance(d, SFSConfig):
-        return d
-    valid = {f.name for f in fields(SFSConfig)}
-    for key in d:
-        if key not in valid:
-            raise ValueError(f"unknown sfs config key {key!r}; valid: {sorted(valid)}")
-    return SFSConfig(**d)
+    """An :class:`SFSConfig` from a plain dict; unknown keys raise ``ValueError`` naming the key."""
+    return config_from_dict(SFSConfig, d, "sfs")
 
 
 def _channel_max(f: Tensor, detach: bool) -> Tensor:

@@ -45,13 +45,12 @@ def weight_on_cause(causes: np.ndarray, labels: np.ndarray, tops: list[str | Non
 
 def ablation_settings(settings: TrainFusionSettings, name: str) -> TrainFusionSettings:
     """The config of ablation ``name``: same data, budget and seed; one change."""
-    model, train = dict(settings.model), dict(settings.train)
+    data = settings.model_dump(mode="json")
     if name == "no_weights":
-        model["use_weights"], train["l1"] = False, 0.0
+        data["model"]["use_weights"], data["train"]["l1"] = False, 0.0
     else:
-        model["modalities"] = [name]
-    data = settings.model_dump()
-    data.update(output=storage.join(settings.output, f"ablations/{name}"), model=model, train=train)
+        data["model"]["modalities"] = [name]
+    data["output"] = storage.join(settings.output, f"ablations/{name}")
     return TrainFusionSettings.model_validate(data)
 
 
@@ -59,13 +58,13 @@ def _score_best(settings: TrainFusionSettings, test: dict) -> dict:
     import torch
 
     from jobs.media.checkpoints import load_model
-    from models.fusion_recipe import FusionRecipe, FusionTrainConfig
+    from models.fusion_recipe import FusionRecipe
 
     best = read_json(storage.join(settings.output, "best.json"))
     if not best:
         raise FileNotFoundError(f"no best.json under {settings.output}: train first")
     model, ckpt, _ = load_model(best["checkpoint"], "cpu")
-    recipe = FusionRecipe(model, FusionTrainConfig(**settings.train), model.cfg.positive_class)
+    recipe = FusionRecipe(model, settings.train, model.cfg.positive_class)
     out = predict(recipe, test, torch.device("cpu"))
     return out | {"epoch": ckpt["epoch"], "checkpoint": best["checkpoint"]}
 

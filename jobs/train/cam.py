@@ -14,14 +14,16 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_yaml
 from jobs.common.storage import read_json
 from jobs.media.images import load_resized
-from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
 from jobs.train.data.cam import ground_truth, labelled_images, read_manifest
+from models.cam_net import CamNetConfig
+from models.cam_recipe import CamTrainConfig
 
 
 class CamDataSettings(StrictModel):
@@ -36,26 +38,12 @@ class CamDataSettings(StrictModel):
 
 
 class TrainCamSettings(TrainSettings):
-    """``mediascore train cam`` config. ``model`` holds ``CamNetConfig`` fields, ``train`` ``CamTrainConfig``'s."""
+    """``mediascore train cam`` config."""
 
     data: CamDataSettings
-    model: dict = {}
-    train: dict = {}
+    model: CamNetConfig = Field(default_factory=CamNetConfig)
+    train: CamTrainConfig = Field(default_factory=CamTrainConfig)
     val_tau_step: float = Field(0.01, gt=0, le=0.1, description="coarser than the eval's 0.001: it runs every epoch")
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: dict) -> dict:
-        from models.cam_net import cam_net_config_from_dict
-
-        return checked_section(cam_net_config_from_dict, value)
-
-    @field_validator("train")
-    @classmethod
-    def _train(cls, value: dict) -> dict:
-        from models.cam_recipe import CamTrainConfig
-
-        return checked_section(lambda d: CamTrainConfig(**d), value)
 
 
 def load_train_settings(path: str | Path, overrides: dict | None = None) -> TrainCamSettings:
@@ -92,16 +80,15 @@ def train_func(config: dict) -> None:
     import torch
 
     from jobs.media.images import MEAN, STD
-    from models.cam_net import build_cam_net, cam_net_config_from_dict
-    from models.cam_recipe import CamRecipe, CamTrainConfig, evaluate_localization
+    from models.cam_net import build_cam_net
+    from models.cam_recipe import CamRecipe, evaluate_localization
     from models.checkpoint import checkpoint_bytes
 
     settings = TrainCamSettings.model_validate(config["settings"])
     classes, rank = config["classes"], ray.train.get_context().get_world_rank()
     world = ray.train.get_context().get_world_size()
     torch.manual_seed(settings.seed * 1000 + rank)
-    model_cfg = cam_net_config_from_dict(settings.model)
-    train_cfg = CamTrainConfig(**settings.train)
+    model_cfg, train_cfg = settings.model, settings.train
     net = build_cam_net(model_cfg)
     files = RunFiles(settings.output)
     steps = max(1, int(np.ceil(config["n_train"] / world / train_cfg.batch_size)))

@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field
 
@@ -44,15 +43,6 @@ class TrainSettings(StrictModel):
     ray: RayConfig = RayConfig()
     seed: int = 0
     resume: bool = True
-
-
-def checked_section(build: Callable[[dict], Any], value: dict) -> dict:
-    """A ``dict`` config section checked once, at load, by its model dataclass builder (an unknown or bad key fails
-    there, not inside a Ray Train worker); returns the section with every default filled in."""
-    try:
-        return dataclasses.asdict(build(value))
-    except TypeError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from pydantic import Field, field_validator
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_config, load_yaml
 from jobs.common.storage import read_json, write_json
-from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
+from models.fusion import FusionConfig
+from models.fusion_recipe import FusionTrainConfig
 
 CLASSES = ["safe", "risky"]
 CAUSE_MODALITY = {"text": "text", "object": "object", "region": "key", "style": "style"}
@@ -57,26 +60,11 @@ class FusionDataSettings(StrictModel):
 
 
 class TrainFusionSettings(TrainSettings):
-    """``mediascore train fusion`` config; ``model`` holds ``FusionConfig`` fields, ``train``
-    ``FusionTrainConfig``'s."""
+    """``mediascore train fusion`` config. ``model.upstream`` is filled from ``data.cam_checkpoint``."""
 
     data: FusionDataSettings
-    model: dict = {}
-    train: dict = {}
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, value: dict) -> dict:
-        from models.fusion import fusion_config_from_dict
-
-        return checked_section(fusion_config_from_dict, value)
-
-    @field_validator("train")
-    @classmethod
-    def _train(cls, value: dict) -> dict:
-        from models.fusion_recipe import FusionTrainConfig
-
-        return checked_section(lambda d: FusionTrainConfig(**d), value)
+    model: FusionConfig = Field(default_factory=FusionConfig)
+    train: FusionTrainConfig = Field(default_factory=FusionTrainConfig)
 
 
 def load_fusion_settings(path: str | Path, overrides: dict | None = None) -> TrainFusionSettings:
@@ -102,11 +90,10 @@ def labels_of(manifest: pd.DataFrame) -> pd.DataFrame:
 def build_upstream_model(settings: TrainFusionSettings):
     """A fusion model whose frozen upstream CNN carries the CAM checkpoint's weights."""
     from jobs.media.checkpoints import read_checkpoint
-    from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
+    from models.fusion import build_fusion, load_upstream
 
     cam = read_checkpoint(settings.data.cam_checkpoint)
-    model_cfg = dict(settings.model) | {"upstream": cam["config"]}
-    model = build_fusion(fusion_config_from_dict(model_cfg))
+    model = build_fusion(dataclasses.replace(settings.model, upstream=cam["config"]))
     load_upstream(model, cam["state_dict"])
     return model
 
@@ -244,12 +231,12 @@ def train_func(config: dict) -> None:
     from jobs.train.metrics import binary_metrics
     from models.checkpoint import checkpoint_bytes
     from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
-    from models.fusion_recipe import FusionRecipe, FusionTrainConfig
+    from models.fusion_recipe import FusionRecipe
 
     settings = TrainFusionSettings.model_validate(config["settings"])
     torch.manual_seed(settings.seed * 1000 + ray.train.get_context().get_world_rank())
     model_cfg = fusion_config_from_dict(config["model"])
-    train_cfg = FusionTrainConfig(**settings.train)
+    train_cfg = settings.train
     net = build_fusion(model_cfg)
     load_upstream(net, config["upstream_state"])
     model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
@@ -295,8 +282,6 @@ def train_func(config: dict) -> None:
 
 def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, echo=print) -> dict:
     """Build the cache if needed, train, return the best epoch's pointer (checkpoint URI and metrics)."""
-    import dataclasses as dc
-
     import ray.data
     from ray.data.expressions import col
 
@@ -309,7 +294,7 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
         train = ray.data.read_parquet(path, filesystem=fs).filter(expr=col("split").is_in(settings.data.train_splits))
         loop_config = {
             "settings": settings.model_dump(mode="json"),
-            "model": dc.asdict(model.cfg),
+            "model": dataclasses.asdict(model.cfg),
             "upstream_state": model.upstream.state_dict(),
             "specs": summary["specs"],
             "manifest_sha1": summary["manifest_sha1"],

@@ -15,12 +15,17 @@ import numpy as np
 from jobs.media.degrade import DegradeConfig
 from jobs.media.quality import to_tensor
 from jobs.train.data.restore import QualityLabelSettings, quality_examples
+from models.quality_net import QualityNetConfig
 
 log = logging.getLogger(__name__)
 
 
 def train_quality_classifier(
-    images: list[np.ndarray], cfg: QualityLabelSettings, degrade_cfg: DegradeConfig, model: dict, seed: int
+    images: list[np.ndarray],
+    cfg: QualityLabelSettings,
+    degrade_cfg: DegradeConfig,
+    net_cfg: QualityNetConfig,
+    seed: int,
 ) -> bytes:
     """Train on measured labels (90 % of the crops) and return the checkpoint bytes; held-out accuracy and the
     class counts go into its metrics."""
@@ -28,13 +33,12 @@ def train_quality_classifier(
     import torch.nn.functional as F
 
     from models.checkpoint import checkpoint_bytes
-    from models.quality_net import CLASSES, build_quality_net, quality_net_config_from_dict
+    from models.quality_net import CLASSES, build_quality_net
 
     torch.manual_seed(seed)
     crops, _, labels = quality_examples(images, cfg, degrade_cfg, seed)
     n_val = max(1, len(crops) // 10)
     x, y = to_tensor(crops), torch.from_numpy(labels)
-    net_cfg = quality_net_config_from_dict(model)
     net = build_quality_net(net_cfg)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     weight = 1.0 / torch.bincount(y[n_val:], minlength=len(CLASSES)).clamp(min=1).float()

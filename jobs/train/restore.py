@@ -14,27 +14,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from jobs.common import storage
 from jobs.common.config import load_yaml
 from jobs.common.storage import read_json, write_json
 from jobs.media.degrade import DegradeConfig, degrade
-from jobs.train.common import RunFiles, TrainSettings, checked_section, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
 from jobs.train.data.restore import QualityLabelSettings, SourceSettings
+from models.quality_net import QualityNetConfig
+from models.restore_net import DiscriminatorConfig, GeneratorConfig
+from models.restore_recipe import RestoreTrainConfig
 
 
 class TrainRestoreSettings(TrainSettings):
-    """``mediascore train restore`` config. ``generator`` / ``discriminator`` / ``train`` hold the fields of
-    ``GeneratorConfig`` / ``DiscriminatorConfig`` / ``RestoreTrainConfig``; ``quality_model`` those of
-    ``QualityNetConfig``."""
+    """``mediascore train restore`` config."""
 
     sources: SourceSettings = SourceSettings()
     quality: QualityLabelSettings = QualityLabelSettings()
-    quality_model: dict = {}
+    quality_model: QualityNetConfig = Field(default_factory=QualityNetConfig)
     quality_checkpoint: str | None = Field(None, description="an existing classifier; unset: <output>/quality.pt")
     degrade: DegradeConfig = DegradeConfig()
     patch: int = Field(64, ge=16, description="training crop side (the method's 256; smaller trains faster on CPU)")
@@ -46,24 +48,9 @@ class TrainRestoreSettings(TrainSettings):
     permute_channels: bool = Field(True, description="augmentation: RGB channels in a random order")
     val_every: int = Field(10, ge=2, description="every n-th patch validates instead of training")
     max_val: int = Field(256, ge=1)
-    generator: dict = {}
-    discriminator: dict = {}
-    train: dict = {}
-
-    @field_validator("generator", "discriminator", "train", "quality_model")
-    @classmethod
-    def _typed(cls, value: dict, info) -> dict:
-        from models.quality_net import quality_net_config_from_dict
-        from models.restore_net import discriminator_config_from_dict, generator_config_from_dict
-        from models.restore_recipe import RestoreTrainConfig
-
-        build = {
-            "generator": generator_config_from_dict,
-            "discriminator": discriminator_config_from_dict,
-            "quality_model": quality_net_config_from_dict,
-            "train": lambda d: RestoreTrainConfig(**d),
-        }[info.field_name]
-        return checked_section(build, value)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    train: RestoreTrainConfig = Field(default_factory=RestoreTrainConfig)
 
 
 def load_restore_settings(path: str | Path, overrides: dict | None = None) -> TrainRestoreSettings:
@@ -124,19 +111,11 @@ def validate(generator, val, device) -> dict[str, float]:
 def _networks(settings: TrainRestoreSettings, quality_uri: str):
     """Generator, discriminator (``None`` for L1-only), feature network (``None`` without a perceptual term)."""
     from jobs.media.checkpoints import load_model
-    from models.restore_net import (
-        build_discriminator,
-        build_generator,
-        discriminator_config_from_dict,
-        generator_config_from_dict,
-    )
-    from models.restore_recipe import RestoreTrainConfig
+    from models.restore_net import build_discriminator, build_generator
 
-    cfg = RestoreTrainConfig(**settings.train)
-    g = build_generator(generator_config_from_dict(settings.generator))
-    d = None
-    if cfg.adversarial != "none":
-        d = build_discriminator(discriminator_config_from_dict(settings.discriminator))
+    cfg = settings.train
+    g = build_generator(settings.generator)
+    d = build_discriminator(settings.discriminator) if cfg.adversarial != "none" else None
     feature = load_model(quality_uri, "cpu")[0] if cfg.perceptual > 0 else None
     return cfg, g, d, feature
 
@@ -186,7 +165,7 @@ def train_func(config: dict) -> None:
     def checkpoint(epoch: int, metrics: dict) -> bytes:
         """The full checkpoint (to resume); first ``generator.pt`` (EMA weights only, to restore with)."""
         data = config["data"] | {"quality_checkpoint": config["quality"], "degrade": settings.degrade.model_dump()}
-        data["train"] = settings.train
+        data["train"] = dataclasses.asdict(settings.train)
         inference = recipe.inference_generator()
         common = {"step": recipe.step, "epoch": epoch, "metrics": metrics, "data": data}
         storage.write_bytes(
@@ -199,7 +178,7 @@ def train_func(config: dict) -> None:
         extra = {
             "generator": weights(recipe.g),
             "discriminator": weights(recipe.d),
-            "discriminator_config": settings.discriminator,
+            "discriminator_config": dataclasses.asdict(settings.discriminator),
         }
         return checkpoint_bytes(
             inference, "restore_generator", settings.generator, **common, optimizer_state=recipe.state_dict(),

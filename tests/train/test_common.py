@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from jobs.common import storage
@@ -52,3 +53,38 @@ def test_resume_reads_the_latest_checkpoint_and_history(s3):
     assert progress.start == 2 and progress.best() == 1.0 and len(progress.history) == 2
     assert resume(files, enabled=False)[0] is None
 
+
+@pytest.mark.parametrize(
+    ("config", "bad", "message"),
+    [
+        ("configs/train_cam.yaml", {"model": {"sfs": {"bogus": 1}}}, "model.sfs.bogus"),
+        ("configs/train_cam.yaml", {"train": {"optimizer": "adam"}}, "train.optimizer"),
+        ("configs/train_fusion.yaml", {"model": {"modalites": ["text"]}}, "model.modalites"),
+        ("configs/train_restore.yaml", {"generator": {"widht": 8}}, "generator.widht"),
+        ("configs/train_restore.yaml", {"quality_model": {"hidden": "many"}}, "quality_model.hidden"),
+    ],
+)
+def test_model_and_train_sections_fail_at_load_with_the_dotted_path(config, bad, message):
+    from jobs.common.config import ConfigError, load_yaml
+    from jobs.train.cam import TrainCamSettings
+    from jobs.train.fusion import TrainFusionSettings
+    from jobs.train.restore import TrainRestoreSettings
+
+    model = {"cam": TrainCamSettings, "fusion": TrainFusionSettings, "restore": TrainRestoreSettings}
+    settings = model[config.split("_")[1].split(".")[0]]
+    assert load_yaml(settings, config)  # the committed config itself loads
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_yaml(settings, config, bad)
+
+
+def test_sections_are_the_models_own_config_types():
+    from jobs.train.cam import TrainCamSettings
+    from models.cam_net import CamNetConfig
+    from models.sfs import SFSConfig
+
+    settings = TrainCamSettings.model_validate(
+        {"output": "o", "data": {"manifest": "m"}, "model": {"sfs": {"cr": 0.6}}}
+    )
+    assert isinstance(settings.model, CamNetConfig) and settings.model.sfs == SFSConfig(cr=0.6)
+    again = TrainCamSettings.model_validate(settings.model_dump(mode="json"))  # what a Ray Train worker receives
+    assert again == settings
