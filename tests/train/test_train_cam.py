@@ -54,4 +54,4 @@ def test_train_config_names_bad_keys(tmp_path):
     path.write_text("data: {manifest: x}\noutput: y\ntrain: {epochs: 1, momentun: 0.9}\n")
     with pytest.raises(ConfigError, match="momentun"):
         load_train_settings(path)
-    assert load_train_settings("configs/train_cam.yaml").model["insert_after"]
+    assert load_train_settings("configs/train_cam.yaml").model.insert_after

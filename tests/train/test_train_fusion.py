@@ -80,4 +80,4 @@ def test_config_names_bad_keys(tmp_path):
     path.write_text(base + "train: {l4: 1.0}\n")
     with pytest.raises(ConfigError, match="l4"):
         load_fusion_settings(path)
-    assert load_fusion_settings("configs/train_fusion.yaml").model["use_weights"] is True
+    assert load_fusion_settings("configs/train_fusion.yaml").model.use_weights is True
