@@ -214,12 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediascore", description="Score, localize and restore media at scale.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_s3, _add_make_corpus, _add_score, _add_train, _add_eval, _add_restore, _add_serve, _add_demo):
+        add(sub)
+    return parser
 
+
+def _add_s3(sub) -> None:
     s3 = sub.add_parser("s3", help="run the embedded S3 object store (SeaweedFS) on 127.0.0.1")
     s3.add_argument("action", choices=["up", "down", "status"])
     s3.add_argument("--port", type=int, default=None, help="S3 port (default: $MEDIASCORE_S3_PORT, else 8333)")
     s3.set_defaults(func=_cmd_s3)
 
+
+def _add_make_corpus(sub) -> None:
     corpus = sub.add_parser("make-corpus", help="write the labelled sample corpus and its manifest")
     corpus.add_argument("--output", required=True, help="s3://bucket/prefix or a local folder")
     corpus.add_argument("--seed", type=int, default=0)
@@ -228,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--risk", action="store_true", help="add a binary risk label to every image (off: as before)")
     corpus.set_defaults(func=_cmd_make_corpus)
 
+
+def _add_score(sub) -> None:
     score = sub.add_parser("score", help="decode media, run the stages, write Parquet (resumable)")
     score.add_argument(
         "--input", required=True, type=uri_argument, help="URI of a prefix, or of a Parquet manifest with a uri column"
@@ -238,24 +247,26 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
     score.set_defaults(func=_cmd_score)
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser("train", help="train a model with Ray Train")
     train_sub = train.add_subparsers(dest="model", required=True)
-    train_cam = train_sub.add_parser("cam", help="the CAM localizer, from image-level labels")
-    train_cam.add_argument("--config", required=True, help="YAML (see configs/train_cam.yaml)")
-    train_cam.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
-    train_cam.set_defaults(func=_cmd_train)
-    train_fusion = train_sub.add_parser("fusion", help="the multimodal fusion scorer (risk), on cached features")
-    train_fusion.add_argument("--config", required=True, help="YAML (see configs/train_fusion.yaml)")
-    train_fusion.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
-    train_fusion.set_defaults(func=_cmd_train_fusion)
-    train_restore = train_sub.add_parser("restore", help="the restoration GAN (and its quality classifier)")
-    train_restore.add_argument("--config", required=True, help="YAML (see configs/train_restore.yaml)")
-    train_restore.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
-    train_restore.set_defaults(func=_cmd_train_restore)
+    jobs = (
+        ("cam", "the CAM localizer, from image-level labels", _cmd_train),
+        ("fusion", "the multimodal fusion scorer (risk), on cached features", _cmd_train_fusion),
+        ("restore", "the restoration GAN (and its quality classifier)", _cmd_train_restore),
+    )
+    for name, help_text, func in jobs:
+        job = train_sub.add_parser(name, help=help_text)
+        job.add_argument("--config", required=True, help=f"YAML (see configs/train_{name}.yaml)")
+        job.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+        job.set_defaults(func=func)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
     train_demo.add_argument("--models", help="comma-separated subset of cam,fusion,restore (default: all, in order)")
     train_demo.set_defaults(func=_cmd_train_demo)
 
+
+def _add_eval(sub) -> None:
     evaluate = sub.add_parser("eval", help="evaluate a model; the last line is one JSON object")
     eval_sub = evaluate.add_subparsers(dest="model", required=True)
     eval_cam = eval_sub.add_parser("cam", help="top-1, MaxBoxAcc at IoU 0.5/0.7, MaxBoxAccV2, PxAP")
@@ -286,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     eval_ocr.add_argument("--limit", type=int, help="at most this many images")
     eval_ocr.set_defaults(func=_cmd_eval_ocr)
 
+
+def _add_restore(sub) -> None:
     restore = sub.add_parser("restore", help="restore every image and video under a URI into another")
     restore.add_argument("--input", required=True, help="URI of a prefix (or one object) of images and videos")
     restore.add_argument("--output", required=True, help="URI of the output prefix (same relative names)")
@@ -294,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--overlap", type=int, default=32, help="pixels shared by neighbouring tiles")
     restore.set_defaults(func=_cmd_restore)
 
+
+def _add_serve(sub) -> None:
     srv = sub.add_parser("serve", help="the HTTP API (Ray Serve): /v1/score, /v1/localize, /v1/ocr, /v1/restore")
     srv.add_argument("--config", default="configs/serve.yaml", help="serve config (models, limits, deployments)")
     srv.add_argument("--address", default=None, help="Ray cluster address; unset: a local Ray")
@@ -307,11 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=_cmd_serve)
 
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="start S3, write the sample corpus, score it and print where results went")
     demo.add_argument("--scale", type=float, default=1.0)
     demo.add_argument("--config", default=None, help="score config; default configs/demo.yaml")
     demo.set_defaults(func=_cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

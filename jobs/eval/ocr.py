@@ -19,6 +19,7 @@ text that the presence check wrongly skipped.
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 from rapidfuzz.distance import Levenshtein
@@ -76,10 +77,8 @@ def _joined(lines: list, lang: str, raw: bool = False) -> str:
     return ("" if lang == "zh" else " ").join(parts)
 
 
-def run_eval_ocr(manifest_uri: str, splits: tuple[str, ...] = ("test",), cfg: OcrConfig | None = None,
-                 limit: int | None = None, progress=print) -> dict:  # fmt: skip
-    """OCR every image with text (and as many without) of ``splits``; the figures described in the module."""
-    from jobs.media.ocr import OcrEngine
+def _images(manifest_uri: str, splits: tuple[str, ...], limit: int | None):
+    """The manifest's usable images of ``splits`` (at most ``limit``), with their number of texts."""
     from jobs.train.data.cam import read_manifest
 
     manifest = read_manifest(manifest_uri)
@@ -89,52 +88,60 @@ def run_eval_ocr(manifest_uri: str, splits: tuple[str, ...] = ("test",), cfg: Oc
         images = images.head(limit)
     if images.empty:
         raise FileNotFoundError(f"no images in splits {list(splits)} of {manifest_uri}")
+    return images
+
+
+def _tally(counts: Counter, truths: list[dict], groups: list[list]) -> None:
+    """Add each true text's figures (by language) to ``counts``: texts, characters, edits, found, exact."""
+    for truth, lines in zip(truths, groups, strict=True):
+        lang, text = truth["lang"], truth["text"]
+        counts["total", lang] += 1
+        counts["chars", lang] += len(text)
+        counts["edits", lang] += edit_distance(_joined(lines, lang), text)
+        counts["edits_raw", lang] += edit_distance(_joined(lines, lang, raw=True), text)
+        counts["found", lang] += bool(lines)
+        counts["exact", lang] += _joined(lines, lang) == text
+
+
+def run_eval_ocr(manifest_uri: str, splits: tuple[str, ...] = ("test",), cfg: OcrConfig | None = None,
+                 limit: int | None = None, progress=print) -> dict:  # fmt: skip
+    """OCR every image with text (and as many without) of ``splits``; the figures described in the module."""
+    from jobs.media.ocr import OcrEngine
+
+    images = _images(manifest_uri, splits, limit)
     engine = OcrEngine(cfg or OcrConfig())
-    edits = {"en": 0, "zh": 0}
-    edits_raw = {"en": 0, "zh": 0}
-    chars = {"en": 0, "zh": 0}
-    found = {"en": 0, "zh": 0}
-    exact = {"en": 0, "zh": 0}
-    total = {"en": 0, "zh": 0}
-    false_lines = skipped_with_text = skipped = 0
+    counts: Counter = Counter()
     started = time.monotonic()
     for k, row in enumerate(images.itertuples(), start=1):
         pixels, _ = decode_image(storage.read_bytes(row.uri))
         result = engine([pixels])[0]
         truths = list(row.texts) if row.texts is not None else []
-        skipped += result.skipped
-        skipped_with_text += result.skipped and bool(truths)
+        counts["skipped"] += result.skipped
+        counts["skipped_with_text"] += result.skipped and bool(truths)
         groups, false = match_lines(truths, result.lines)
-        false_lines += false
-        for truth, lines in zip(truths, groups, strict=True):
-            lang, text = truth["lang"], truth["text"]
-            total[lang] += 1
-            chars[lang] += len(text)
-            edits[lang] += edit_distance(_joined(lines, lang), text)
-            edits_raw[lang] += edit_distance(_joined(lines, lang, raw=True), text)
-            found[lang] += bool(lines)
-            exact[lang] += _joined(lines, lang) == text
+        counts["false_lines"] += false
+        _tally(counts, truths, groups)
         if k % 25 == 0 or k == len(images):
             progress(f"[eval ocr] {k}/{len(images)} images, {time.monotonic() - started:.0f} s")
 
-    def pct(num: dict, den: dict, lang: str) -> float:
-        return round(100.0 * num[lang] / den[lang], 2) if den[lang] else float("nan")
+    def pct(num: str, den: str, lang: str) -> float:
+        return round(100.0 * counts[num, lang] / counts[den, lang], 2) if counts[den, lang] else float("nan")
 
     return {
-        "cer_en": pct(edits, chars, "en"),
-        "cer_zh": pct(edits, chars, "zh"),
-        "line_recall_en": pct(found, total, "en"),
-        "line_recall_zh": pct(found, total, "zh"),
-        "line_exact_en": pct(exact, total, "en"),
-        "line_exact_zh": pct(exact, total, "zh"),
-        "cer_en_raw": pct(edits_raw, chars, "en"),
-        "texts_en": total["en"],
-        "texts_zh": total["zh"],
+        "cer_en": pct("edits", "chars", "en"),
+        "cer_zh": pct("edits", "chars", "zh"),
+        "line_recall_en": pct("found", "total", "en"),
+        "line_recall_zh": pct("found", "total", "zh"),
+        "line_exact_en": pct("exact", "total", "en"),
+        "line_exact_zh": pct("exact", "total", "zh"),
+        "cer_en_raw": pct("edits_raw", "chars", "en"),
+        "texts_en": counts["total", "en"],
+        "texts_zh": counts["total", "zh"],
         "images": len(images),
         "images_with_text": int((images.n_texts > 0).sum()),
-        "skipped": int(skipped),
-        "skipped_with_text": int(skipped_with_text),
-        "false_lines": false_lines,
+        "skipped": int(counts["skipped"]),
+        "skipped_with_text": int(counts["skipped_with_text"]),
+        "false_lines": counts["false_lines"],
         "seconds": round(time.monotonic() - started, 1),
         "splits": list(splits),
     }

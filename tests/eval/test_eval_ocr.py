@@ -19,3 +19,23 @@ def test_lines_land_on_the_truth_they_cover_left_to_right():
     stray = SimpleNamespace(quad=[300, 300, 320, 300, 320, 310, 300, 310])
     landed, false = match_lines(truths, [right, stray, left])
     assert landed == [[left, right], []] and false == 1
+
+
+def test_eval_ocr_reads_the_corpus_texts_and_reports_every_figure(corpus):
+    import math
+
+    from jobs.common import storage
+    from jobs.eval.ocr import run_eval_ocr
+
+    uri, manifest = corpus
+    splits = tuple(sorted(manifest.split.dropna().unique()))
+    lines = []
+    result = run_eval_ocr(storage.join(uri, "manifest.parquet"), splits, limit=8, progress=lines.append)
+    assert result["images"] == 8 and lines[-1].startswith("[eval ocr] 8/8 images")
+    assert result["splits"] == list(splits) and result["images_with_text"] <= 8
+    for lang in ("en", "zh"):
+        if result[f"texts_{lang}"]:
+            assert 0 <= result[f"cer_{lang}"] <= 100 and 0 <= result[f"line_recall_{lang}"] <= 100
+        else:
+            assert math.isnan(result[f"cer_{lang}"])
+    assert result["texts_en"] + result["texts_zh"] > 0  # the corpus renders text into its images
