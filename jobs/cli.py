@@ -106,10 +106,12 @@ def _cmd_train_restore(args: argparse.Namespace) -> int:
 
 
 def _cmd_restore(args: argparse.Namespace) -> int:
+    from jobs.common.config import resolve_path
     from jobs.media.restorer import Restorer
     from jobs.restore import run_restore
 
-    report = run_restore(args.input, args.output, Restorer(args.checkpoint, tile=args.tile, overlap=args.overlap))
+    restorer = Restorer(resolve_path(args.checkpoint), tile=args.tile, overlap=args.overlap)
+    report = run_restore(args.input, args.output, restorer)
     print(f"restored {len(report['restored'])}, failed {len(report['failed'])}; report: {args.output}/_restore.json")
     for failure in report["failed"]:
         print(f"  failed: {failure['source']}: {failure['error']}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -56,22 +55,6 @@ def _start_store(scale: float, seed: int) -> tuple:
     return state, corpus
 
 
-@contextlib.contextmanager
-def _chdir(path: Path):
-    before = Path.cwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
-def _repo_paths(cfg):
-    """Relative local checkpoint paths in the demo config are relative to the repository, not the working dir."""
-    cfg.stages = cfg.stages.resolved()
-    return cfg
-
-
 def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dict[str, dict]:
     """Train every demo model on the sample corpus and copy its final checkpoint into ``checkpoints/``.
 
@@ -83,26 +66,22 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
     from jobs.train import restore as train_restore
 
     _start_store(1.0, seed)
-    made = {}
+    made, clean = {}, {"resume": False}  # a clean run: the committed file must be reproducible from the config alone
     for name, (config, target) in DEMO_MODELS.items():
         if only is not None and name not in only:
             continue
         started = time.monotonic()
         print(f"[train demo] {name}: {config.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
         if name == "cam":
-            settings = train_cam.load_train_settings(config)
-            settings.resume = False  # a clean run: the committed file must be reproducible from the config alone
+            settings = train_cam.load_train_settings(config, clean)
             metrics = train_cam.run_train_cam(settings)
             latest = read_json(storage.join(settings.output, "latest.json"))
         elif name == "fusion":
-            with _chdir(ROOT):  # the config's local paths are relative to the repository
-                settings = train_fusion.load_fusion_settings(config)
-            settings.resume = False
+            settings = train_fusion.load_fusion_settings(config, clean)
             latest = train_fusion.run_train_fusion(settings)  # the best epoch (lowest validation loss)
             metrics = latest["metrics"]
         else:
-            settings = train_restore.load_restore_settings(config)
-            settings.resume = False
+            settings = train_restore.load_restore_settings(config, clean)
             metrics = train_restore.run_train_restore(settings)
             latest = read_json(train_restore.paths(settings.output)["latest"])
             latest["checkpoint"] = latest["generator"]  # the EMA weights only, no optimizer state
@@ -131,7 +110,7 @@ def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> No
     state, corpus = _start_store(scale, seed)
     output = f"{BUCKET}/scores/{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"[demo] scoring {corpus} -> {output}")
-    summary = run_score(corpus, output, _repo_paths(load_config(config or DEMO_CONFIG)))
+    summary = run_score(corpus, output, load_config(config or DEMO_CONFIG))
     report = write_report(output)
     local = Path(os.environ.get("MEDIASCORE_HOME", ".mediascore")) / "reports" / f"{output.rsplit('/', 1)[-1]}.html"
     local.parent.mkdir(parents=True, exist_ok=True)

@@ -11,9 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.common.config import REPO_ROOT, ModelSections, StrictModel, load_yaml
-
-ROOT = REPO_ROOT
+from jobs.common.config import ModelSections, StrictModel, load_yaml
 
 
 class DeploymentSettings(StrictModel):
@@ -59,7 +57,5 @@ class ServeSettings(StrictModel):
 
 
 def load_serve_settings(path: str | Path | None = None, overrides: dict | None = None) -> ServeSettings:
-    """A serve config; a relative ``path`` missing from the working directory is looked up in the repository."""
-    if path is not None and not Path(path).exists() and not Path(path).is_absolute() and (ROOT / path).exists():
-        path = ROOT / path
+    """A serve config; a relative ``path`` is found as every command finds one (``jobs.common.config.resolve_path``)."""
     return load_yaml(ServeSettings, path, overrides)

@@ -24,6 +24,23 @@ M = TypeVar("M", bound=BaseModel)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def resolve_path(value: str | Path | None) -> str | None:
+    """The one rule for a local path named in a config or on the command line, used by every command.
+
+    URIs (``s3://...``) and absolute paths stay as written. A relative path is taken relative to the working
+    directory when it exists there, else relative to the repository, where the committed configs and checkpoints
+    live: ``checkpoints/cam_tiny.pt`` works from any directory, and a user's own relative files win. The result is
+    absolute because Ray workers and Serve replicas may run in another directory or on another machine. A path
+    found in neither place is returned relative to the working directory, so the error that follows names it.
+    """
+    if value is None or "://" in str(value) or Path(value).is_absolute():
+        return None if value is None else str(value)
+    here = Path(value).resolve()
+    if here.exists() or not (REPO_ROOT / value).exists():
+        return str(here)
+    return str(REPO_ROOT / value)
+
+
 class Resources(StrictModel):
     """Resources of one step's Ray Data operator, given at its ``map_batches`` call.
 
@@ -197,15 +214,14 @@ class ModelSections(StrictModel):
     restore: RestoreStageConfig = RestoreStageConfig()
 
     def resolved(self) -> ModelSections:
-        """A copy whose relative local checkpoint paths point into the repository, so that workers and replicas
-        find them whatever their working directory; URIs and absolute paths stay. Configs keep what was written."""
-        out = self.model_copy(deep=True)
-        for section in (out.cam, out.fusion, out.restore):
-            for key in ("checkpoint", "quality_checkpoint"):
-                uri = getattr(section, key, None)
-                if uri and "://" not in uri and not Path(uri).is_absolute():
-                    setattr(section, key, str(REPO_ROOT / uri))
-        return out
+        """A copy whose local checkpoint paths are absolute (:func:`resolve_path`), so that workers and replicas
+        find them whatever their working directory; URIs stay. The config itself keeps what was written."""
+        update = {}
+        for name in ("cam", "fusion", "restore"):
+            section = getattr(self, name)
+            paths = {key: resolve_path(getattr(section, key, None)) for key in ("checkpoint", "quality_checkpoint")}
+            update[name] = section.model_copy(update={k: v for k, v in paths.items() if hasattr(section, k)})
+        return self.model_copy(update=update)
 
 
 class StagesConfig(ModelSections):
@@ -276,7 +292,7 @@ def load_yaml(model: type[M], path: str | Path | None = None, overrides: dict | 
     it as ``model``; every bad key is named in the :class:`ConfigError`."""
     data: dict = {}
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = yaml.safe_load(Path(resolve_path(path)).read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     if overrides:

@@ -199,9 +199,9 @@ def run_score(
     storage.check_uri(output_uri)
     stages = list(cfg.stages.run if stages is None else stages)
     if "restore" in stages and cfg.stages.restore.output is None:
-        cfg = cfg.model_copy(deep=True)
-        cfg.stages.restore.output = storage.join(output_uri, "restored")
-    job = {"input": input_uri, "stages": stages, "fingerprint": fingerprint(cfg, stages)}
+        restore = cfg.stages.restore.model_copy(update={"output": storage.join(output_uri, "restored")})
+        cfg = cfg.model_copy(update={"stages": cfg.stages.model_copy(update={"restore": restore})})
+    job = {"input": input_uri, "stages": stages, "fingerprint": fingerprint(cfg, stages)}  # of the paths as written
     listing = list_inputs(input_uri, cfg.listing)
     if not listing.media and not listing.skipped:
         raise FileNotFoundError(f"nothing to score: no objects under {input_uri}")
@@ -218,8 +218,9 @@ def run_score(
         + (f", {removed} files of an interrupted run removed" if removed else "")
     )
     if todo:
+        run_cfg = cfg.model_copy(update={"stages": cfg.stages.resolved()})  # absolute paths, for the workers
         with ray_session(cfg.ray, address):
-            ds = build_dataset(todo, partial, cfg, stages, output_uri)
+            ds = build_dataset(todo, partial, run_cfg, stages, output_uri)
             _drain(ds, len(todo), cfg.progress_interval_s, echo)
     return _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started)
 

@@ -23,7 +23,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import StrictModel, load_config, load_yaml
+from jobs.common.config import StrictModel, load_config, load_yaml, resolve_path
 from jobs.common.storage import read_json, write_json
 from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
 from models.fusion import FusionConfig
@@ -54,9 +54,7 @@ class FusionDataSettings(StrictModel):
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
         """Local paths become absolute here, in the driver: Ray workers may run elsewhere."""
-        if value and "://" not in value:
-            return str(Path(value).resolve())
-        return value
+        return resolve_path(value)
 
 
 class TrainFusionSettings(TrainSettings):
@@ -144,7 +142,7 @@ def build_cache(settings: TrainFusionSettings, echo=print) -> dict:
             )
         return summary
     score_cfg = load_config(settings.data.score_config, overrides={"stages": {"run": FEATURE_STAGES}})
-    score_cfg.ray = settings.ray
+    score_cfg = score_cfg.model_copy(update={"ray": settings.ray})
     images = storage.join(manifest_uri.rsplit("/", 1)[0], "images/")
     echo(f"[train fusion] features: score {images} -> {settings.data.features} ({', '.join(FEATURE_STAGES)})")
     run_score(images, settings.data.features, score_cfg, echo=echo)

@@ -41,3 +41,29 @@ def test_bad_keys_and_values_fail_naming_the_key(tmp_path, text, key):
 def test_overrides_merge_into_the_file(tmp_path):
     cfg = load_config(_write(tmp_path, "decode:\n  video:\n    interval_s: 2.5\n"), {"decode": {"max_pixels": 10}})
     assert cfg.decode.video.interval_s == 2.5 and cfg.decode.max_pixels == 10
+
+
+def test_relative_paths_resolve_from_the_working_directory_first_then_the_repository(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from jobs.common.config import REPO_ROOT, resolve_path
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_path("checkpoints/cam_tiny.pt") == str(REPO_ROOT / "checkpoints" / "cam_tiny.pt")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "cam_tiny.pt").write_bytes(b"mine")
+    assert resolve_path("checkpoints/cam_tiny.pt") == str(tmp_path / "checkpoints" / "cam_tiny.pt")  # the user's wins
+    assert resolve_path("nowhere/x.pt") == str(tmp_path / "nowhere" / "x.pt")  # the error will name this path
+    assert resolve_path("s3://bucket/a b/x.pt") == "s3://bucket/a b/x.pt" and resolve_path(None) is None
+    assert resolve_path("/abs/x.pt") == "/abs/x.pt" and Path(resolve_path("configs/demo.yaml")).is_absolute()
+
+
+def test_a_config_names_its_files_as_written_and_runs_with_them_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository: the shipped config is still found, so are its checkpoints
+    cfg = load_config("configs/demo.yaml")
+    assert cfg.stages.cam.checkpoint == "checkpoints/cam_tiny.pt"
+    resolved = cfg.stages.resolved()
+    for path in (resolved.cam.checkpoint, resolved.fusion.checkpoint, resolved.restore.quality_checkpoint):
+        assert path.startswith("/") and path.endswith(".pt")
+    assert cfg.stages.cam.checkpoint == "checkpoints/cam_tiny.pt" and type(resolved) is type(cfg.stages)
+    assert resolved.ocr == cfg.stages.ocr and resolved.run == cfg.stages.run

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from jobs.common.config import REPO_ROOT as ROOT
 from jobs.common.config import ConfigError
 from serve.app import MODELS, app_builder, serve_config, user_config
-from serve.config import ROOT, load_serve_settings
+from serve.config import load_serve_settings
 
 
 def test_the_shipped_configs_load_and_the_serve_config_file_is_in_step():
