@@ -45,6 +45,7 @@ import numpy as np
 
 from jobs.common import storage
 from jobs.common.config import ObjectsConfig
+from jobs.media.images import fit_within
 from models.cam import box_iou_matrix
 
 OPENCV_LABELS = ("face", "person")
@@ -134,23 +135,13 @@ def postprocess(dets: Detections, cfg: ObjectsConfig) -> Detections:
     return dets.take(index)
 
 
-def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """``image`` with its longer side at most ``max_side`` pixels, and the factor applied (1.0: untouched)."""
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image, 1.0
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
-
-
 def detect(detector: Detector, image: np.ndarray, cfg: ObjectsConfig) -> Detections:
     """The detections of ``detector`` in RGB ``uint8`` ``image (H, W, 3)``, in its original pixels, filtered as
     :func:`postprocess` says."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
-    small, scale = downscale(image, cfg.max_side)
+    small, scale = fit_within(image, cfg.max_side)
     dets = detector.detect(small, min_size=max(1, math.floor(cfg.min_size * scale)))
     boxes = dets.boxes / np.float32(scale)
     boxes = np.clip(boxes, 0, np.array([w, h, w, h], np.float32))

@@ -21,18 +21,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from jobs.media.images import MEAN, STD
+from jobs.media.images import square
+from jobs.media.images import to_tensor_batch as normalize
 from jobs.media.text import DIM
 
 OBJECT_KINDS: dict[str, int] = {"face": 0, "person": 1, "body": 1}
 """Detector label -> object token kind (``models.fusion.OBJECT_KINDS``); other labels are left out."""
 PIXEL_KEYS = ("style_image", "obj_images", "image")
-
-
-def square(image: np.ndarray, size: int) -> np.ndarray:
-    """``(H, W, 3)`` uint8 -> ``(size, size, 3)``, aspect ignored (as the upstream CNN was trained)."""
-    interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
 
 
 def _decode_jpeg(data: bytes) -> np.ndarray:
@@ -95,14 +90,6 @@ def row_inputs(image: np.ndarray, row: Mapping[str, Any], cfg, max_tokens: int) 
 def stack(rows: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Per-row input dicts -> one batch dict of arrays with a leading batch axis."""
     return {key: np.stack([r[key] for r in rows]) for key in rows[0]}
-
-
-def normalize(images: np.ndarray):
-    """uint8 ``(..., S, S, 3)`` -> normalized float tensor ``(..., 3, S, S)``."""
-    import torch
-
-    x = (images.astype(np.float32) - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))
 
 
 def to_tensors(batch: Mapping[str, np.ndarray], device=None) -> dict:

@@ -17,18 +17,37 @@ MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
 
 
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """``(H, W, C)`` -> ``(size, size, C)``, aspect ignored (as the networks are trained): area averaging when it
+    shrinks, bilinear when it grows."""
+    interp = cv2.INTER_AREA if min(image.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(np.ascontiguousarray(image), (size, size), interpolation=interp)
+
+
+def fit_within(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``image`` with its longer side at most ``max_side`` pixels (area averaging), and the factor applied
+    (1.0: untouched, the same array)."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image, 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
 def load_resized(uri: str, size: int) -> np.ndarray:
-    """Decode an image from storage and resize it to ``(size, size, 3)`` uint8."""
+    """Decode an image from storage and resize it to ``(size, size, 3)`` uint8 (:func:`square`)."""
     pixels, _ = decode_image(storage.read_bytes(uri))
-    return cv2.resize(pixels, (size, size), interpolation=cv2.INTER_AREA)
+    return square(pixels, size)
 
 
 def to_tensor_batch(images: np.ndarray):
-    """uint8 ``(B, S, S, 3)`` -> normalized float ``(B, 3, S, S)`` torch tensor."""
+    """uint8 ``(..., S, S, 3)`` -> ImageNet-normalized float ``(..., 3, S, S)`` torch tensor: the one normalization
+    of every RGB network here except the quality judge (it reads ``[0, 1]``: :func:`jobs.media.quality.to_tensor`)."""
     import torch
 
-    x = (images.astype(np.float32) - MEAN) / STD  # (B, S, S, 3)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    x = (images.astype(np.float32) - MEAN) / STD
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))
 
 
 def grid_crops(image: np.ndarray, size: int, limit: int) -> np.ndarray:

@@ -13,10 +13,10 @@ from jobs.media.detect import (
     box_iou,
     build_detector,
     detect,
-    downscale,
     nms,
     postprocess,
 )
+from jobs.media.images import fit_within as downscale
 
 ASTRONAUT_FACE = (173, 68, 273, 168)  # drawn on the image and checked by eye (see jobs/eval/objects.py)
 

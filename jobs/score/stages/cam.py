@@ -60,10 +60,10 @@ class CamStage(Stage):
 
     def localize(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted class index, its probability and the CAM in [0, 1] at the network input size, per image."""
-        from jobs.media.images import to_tensor_batch
+        from jobs.media.images import square, to_tensor_batch
         from models.cam_recipe import predict_cams
 
-        batch = np.stack([cv2.resize(im, (self.size, self.size), interpolation=cv2.INTER_AREA) for im in images])
+        batch = np.stack([square(im, self.size) for im in images])
         probs, cams = predict_cams(self.model, to_tensor_batch(batch).to(self.device))
         score, index = probs.max(1)
         return index.cpu().numpy(), score.cpu().numpy(), cams.cpu().numpy()

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import cv2
 import numpy as np
 import pyarrow as pa
 
 from jobs.common.config import ObjectsConfig
 from jobs.media.detect import build_detector, detect
-from jobs.media.images import crop_box, encode_image
+from jobs.media.images import crop_box, encode_image, square
 from jobs.score.stages.base import Stage
 
 
@@ -32,9 +31,7 @@ def pixel_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, 
 def jpeg_crop(image: np.ndarray, box: tuple[int, int, int, int], size: int, quality: int = 90) -> bytes:
     """JPEG bytes of ``image[y0:y1, x0:x1]`` resized to ``size x size``."""
     x0, y0, x1, y1 = box
-    region = image[y0:y1, x0:x1]
-    interp = cv2.INTER_AREA if min(region.shape[:2]) > size else cv2.INTER_LINEAR
-    return encode_image(cv2.resize(region, (size, size), interpolation=interp), "JPEG", quality=quality)
+    return encode_image(square(image[y0:y1, x0:x1], size), "JPEG", quality=quality)
 
 
 class ObjectsStage(Stage):

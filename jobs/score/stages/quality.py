@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.common.config import QualityConfig
+from jobs.media.images import fit_within
 from jobs.score.stages.base import Stage
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -26,14 +27,6 @@ _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 def grey(image: np.ndarray) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)`` -> luma float32 ``(H, W)`` in grey levels."""
     return image.astype(np.float32) @ _LUMA
-
-
-def resize_max_side(image: np.ndarray, max_side: int) -> np.ndarray:
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
 def sharpness(luma: np.ndarray) -> float:
@@ -71,7 +64,7 @@ def noise_sigma(luma: np.ndarray) -> float:
 
 def quality_stats(image: np.ndarray, max_side: int = 512) -> dict[str, float]:
     """All statistics of one RGB uint8 image."""
-    small = resize_max_side(image, max_side)
+    small = fit_within(image, max_side)[0]
     luma = grey(small)
     return {
         "quality_sharpness": sharpness(luma),
