@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+EXIT_PENDING = 3  # `score` finished, but some inputs are pending (the store stayed unavailable): rerun it
+
 
 def _cmd_s3(args: argparse.Namespace) -> int:
     from jobs.common.s3server import EmbeddedS3, export_lines
@@ -75,10 +77,11 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
     stages = parse_stages(args.stages)  # validated once, as part of the config (stage names and their order)
     cfg = load_config(args.config, overrides=None if stages is None else {"stages": {"run": stages}})
-    summary = run_score(args.input, args.output, cfg, address=args.address)
+    retry = [code.strip() for code in (args.retry_dead_letter or "").split(",") if code.strip()]
+    summary = run_score(args.input, args.output, cfg, address=args.address, retry_dead_letter=retry)
     print(summary)
     print(json.dumps(summary.as_dict(), sort_keys=True))
-    return 0
+    return EXIT_PENDING if summary.pending else 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -247,6 +250,12 @@ def _add_score(sub) -> None:
     score.add_argument("--config", help="YAML config (see configs/score.yaml); default: built-in defaults")
     score.add_argument("--stages", help="comma-separated stages to run, or 'none' for an inventory run")
     score.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
+    score.add_argument(
+        "--retry-dead-letter",
+        metavar="CODES",
+        help="comma-separated error codes (e.g. read_error,not_found): dead-lettered inputs with these codes are done "
+        "again; the rest stay dead-lettered",
+    )
     score.set_defaults(func=_cmd_score)
 
 

@@ -101,6 +101,22 @@ class DecodeConfig(StrictModel):
     resources: Resources = Resources(num_cpus=0.5, batch_size=4, concurrency=1)
 
 
+class RetryConfig(StrictModel):
+    """Retries of transient store errors (connection refused or reset, timeouts, 5xx, throttling) while reading
+    inputs and writing output. An input whose read still fails after ``budget_s`` is left uncommitted, never
+    dead-lettered: the run ends non-zero saying how many are pending, and the next run of the same command does
+    them. Not part of the output's fingerprint."""
+
+    budget_s: float = Field(60.0, ge=0, description="seconds of retrying per object, enough to ride out a restart")
+    initial_s: float = Field(0.2, gt=0, description="first back-off wait; doubles on every try (full jitter)")
+    max_s: float = Field(5.0, gt=0, description="longest single wait")
+
+    def policy(self):
+        from jobs.common.storage import RetryPolicy
+
+        return RetryPolicy(self.budget_s, self.initial_s, self.max_s)
+
+
 class QualityConfig(StrictModel):
     """Image quality statistics (cheap, no model): sharpness, brightness, contrast, colourfulness, blockiness,
     noise. Statistics other than blockiness are computed on a copy resized to at most ``max_side`` pixels."""
@@ -279,6 +295,7 @@ class ScoreConfig(StrictModel):
     decode: DecodeConfig = DecodeConfig()
     stages: StagesConfig = StagesConfig()
     output: OutputConfig = OutputConfig()
+    retry: RetryConfig = RetryConfig()
     ray: RayConfig = RayConfig()
     progress_interval_s: float = Field(5.0, gt=0)
 

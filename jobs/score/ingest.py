@@ -1,8 +1,9 @@
 """Ingestion: list the media under a URI, and the Ray-free decode step that turns objects into rows.
 
 A decoded row is one image or one sampled video frame. Rows carry three bookkeeping columns used for
-exactly-once resume: ``_sample`` (0, 1, 2, ... per source, in decode order), ``_last`` (the source's final row)
-and ``_dead`` (the source failed as a whole: a dead-letter row). Missing values travel as sentinels
+exactly-once resume: ``_sample`` (0, 1, 2, ... per source, in decode order), ``_last`` (the source's final row),
+``_dead`` (the source failed as a whole: a dead-letter row) and ``_pending`` (the store stayed unavailable: the
+row is not written and the source stays open for the next run). Missing values travel as sentinels
 (``frame_index`` -1, ``timestamp_s`` NaN, ``error`` "") and become nulls when written.
 """
 
@@ -22,10 +23,11 @@ from jobs.media.decode import DecodeError, VideoFrame, VideoInfo, decode_image, 
 
 log = logging.getLogger(__name__)
 
+PENDING = "store_unavailable"  # the error code of a row left for the next run (never written)
 IN_MEMORY_VIDEO_BYTES = 256 << 20  # larger videos are read with ranged requests instead of in one piece
 ROW_COLUMNS = (
     "source_uri", "media_type", "source_format", "source_size", "frame_index", "timestamp_s", "width", "height",
-    "error", "error_code", "_sample", "_last", "_dead",
+    "error", "error_code", "_sample", "_last", "_dead", "_pending",
 )  # fmt: skip
 
 
@@ -81,11 +83,13 @@ class Decoder:
     Args:
         cfg: the decode section of the config.
         keep_pixels: carry pixels downstream (``False`` for an inventory run).
+        retry: how long to retry transient store errors before leaving an object for the next run.
     """
 
-    def __init__(self, cfg: DecodeConfig, keep_pixels: bool = True):
+    def __init__(self, cfg: DecodeConfig, keep_pixels: bool = True, retry: storage.RetryPolicy | None = None):
         self.cfg = cfg
         self.keep_pixels = keep_pixels
+        self.retry = retry or storage.RetryPolicy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         rows: list[dict] = []
@@ -109,8 +113,13 @@ class Decoder:
             for frame_row in self._frames(uri, kind, base):
                 if pending is not None:
                     yield pending
-                pending = {**frame_row, "_sample": sample, "_last": False, "_dead": False}
+                pending = {**frame_row, "_sample": sample, "_last": False, "_dead": False, "_pending": False}
                 sample += 1
+        except storage.TransientError as exc:
+            if pending is not None:
+                yield pending  # decoded before the outage: written; the source stays open (no last row)
+            yield self._pending_row(base, exc, sample)
+            return
         except DecodeError as exc:
             if pending is None:
                 yield self._error_row(base, exc, sample=0, dead=True)
@@ -124,21 +133,26 @@ class Decoder:
         pending["_last"] = True
         yield pending
 
+    def _open(self, uri: str, kind: str, base: dict):
+        """``(data, handle, head)``: the whole object, or for a large video a ranged-read handle."""
+        fs, path = storage.resolve(uri, object_key=True)
+        if base["source_size"] < 0:  # listed from a manifest: size unknown
+            info = fs.get_file_info(path)
+            if info.size is None:
+                raise FileNotFoundError(uri)
+            base["source_size"] = info.size
+        if kind == "video" and base["source_size"] > IN_MEMORY_VIDEO_BYTES:
+            handle = fs.open_input_file(path)
+            return None, handle, handle.read_at(64, 0)
+        data = storage.read_bytes(uri)
+        base["source_size"] = len(data)
+        return data, None, data[:64]
+
     def _frames(self, uri: str, kind: str, base: dict) -> Iterator[dict]:
         try:
-            fs, path = storage.resolve(uri, object_key=True)
-            if base["source_size"] < 0:  # listed from a manifest: size unknown
-                info = fs.get_file_info(path)
-                if info.size is None:
-                    raise FileNotFoundError(uri)
-                base["source_size"] = info.size
-            if kind == "video" and base["source_size"] > IN_MEMORY_VIDEO_BYTES:
-                handle = fs.open_input_file(path)
-                head = handle.read_at(64, 0)
-            else:
-                data = storage.read_bytes(uri)
-                head = data[:64]
-                base["source_size"] = len(data)
+            data, handle, head = storage.retrying(lambda: self._open(uri, kind, base), self.retry, f"read {uri}")
+        except storage.TransientError:
+            raise
         except storage.InvalidURI as exc:
             raise DecodeError("invalid_uri", exc.reason) from None
         except FileNotFoundError:
@@ -183,9 +197,16 @@ class Decoder:
     def _error_row(self, base: dict, exc: DecodeError, sample: int, dead: bool) -> dict:
         log.info("%s %s", base["source_uri"], exc)
         row = {**base, "frame_index": -1, "timestamp_s": float("nan"), "width": 0, "height": 0}
-        row.update(error=str(exc), error_code=exc.code, _sample=sample, _last=True, _dead=dead)
+        row.update(error=str(exc), error_code=exc.code, _sample=sample, _last=True, _dead=dead, _pending=False)
         if self.keep_pixels:
             row["pixels"] = np.zeros((0, 0, 3), np.uint8)
+        return row
+
+    def _pending_row(self, base: dict, exc: storage.TransientError, sample: int) -> dict:
+        """A marker the writer counts and drops: nothing of the source is committed by it."""
+        log.warning("%s left for the next run: %s", base["source_uri"], exc)
+        row = self._error_row(base, DecodeError(PENDING, str(exc)), sample, dead=False)
+        row.update(_last=False, _pending=True)
         return row
 
     def _to_batch(self, rows: list[dict]) -> dict[str, np.ndarray]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.common import storage
@@ -107,32 +108,49 @@ def _write_parquet(table: pa.Table, uri: str, compression: str) -> None:
 class Writer:
     """Final step: writes a batch of rows as one Parquet file per table, then its commit record.
 
+    Rows marked ``_pending`` (their source's store stayed unavailable) are counted and dropped: nothing of them is
+    written, so their source stays open for the next run. Writes retry transient store errors under ``retry``.
     Returns a one-row summary batch (file name and counts) that the driver aggregates for progress.
     """
 
-    def __init__(self, output_uri: str, compression: str = "zstd"):
+    def __init__(self, output_uri: str, compression: str = "zstd", retry: storage.RetryPolicy | None = None):
         self.output_uri = output_uri
         self.compression = compression
         self.schema = output_schema()
+        self.retry = retry or storage.RetryPolicy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pending = np.asarray(batch.get("_pending", np.zeros(len(batch["source_uri"]), bool)), bool)
+        summary = {"pending": np.array([int(pending.sum())])}
+        if pending.any():
+            summary["pending_sources"] = np.array(["\n".join(sorted(set(batch["source_uri"][pending])))])
+            batch = {key: value[~pending] for key, value in batch.items()}
+        else:
+            summary["pending_sources"] = np.array([""])
+        if not len(batch["source_uri"]):
+            return {"file": np.array([""]), "rows": np.array([0]), "dead": np.array([0]),
+                    "sources_done": np.array([0])} | summary  # fmt: skip
         name = batch_name(batch["source_uri"], batch["_sample"])
         dead = batch["_dead"].astype(bool)
         if (~dead).any():
-            _write_parquet(_table(batch, self.schema, ~dead), self._uri("rows", name), self.compression)
+            self._write(_table(batch, self.schema, ~dead), "rows", name)
         if dead.any():
-            _write_parquet(_table(batch, DEAD_LETTER_SCHEMA, dead), self._uri("dead_letter", name), self.compression)
+            self._write(_table(batch, DEAD_LETTER_SCHEMA, dead), "dead_letter", name)
         everything = np.ones(len(dead), bool)
         commit = _table(
             {**batch, "sample": batch["_sample"], "last": batch["_last"], "dead": dead}, COMMIT_SCHEMA, everything
         )
-        _write_parquet(commit, self._uri("_commits", name), self.compression)
+        self._write(commit, "_commits", name)  # last: a batch counts once its commit record is there
         return {
             "file": np.array([name]),
             "rows": np.array([int((~dead).sum())]),
             "dead": np.array([int(dead.sum())]),
             "sources_done": np.array([int(batch["_last"].sum())]),
-        }
+        } | summary
+
+    def _write(self, table: pa.Table, folder: str, name: str) -> None:
+        uri = self._uri(folder, name)
+        storage.retrying(lambda: _write_parquet(table, uri, self.compression), self.retry, f"write {uri}")
 
     def _uri(self, folder: str, name: str) -> str:
         return storage.join(self.output_uri, folder, f"{name}.parquet")
@@ -191,3 +209,48 @@ def remove_orphans(output_uri: str, committed: set[str]) -> int:
             storage.delete(storage.join(output_uri, folder, f"{name}.parquet"))
             removed += 1
     return removed
+
+
+def reopen_dead_letters(output_uri: str, state: OutputState, codes: set[str], compression: str = "zstd") -> list[str]:
+    """Take the dead-lettered sources whose ``error_code`` is in ``codes`` out of the output, so that the run does
+    them again (``mediascore score --retry-dead-letter CODES``). Returns those sources.
+
+    Their commit records go first (an object replaced whole), then their dead-letter rows. The plan is written to
+    ``_retry.json`` before anything changes and removed after, so a run killed half-way finishes the job the next
+    time it starts, whatever codes it is given then.
+    """
+    plan_uri = storage.join(output_uri, "_retry.json")
+    plan = storage.read_json(plan_uri)
+    if plan is None:
+        commits = state.commits
+        chosen = pc.and_(commits.column("dead"), pc.is_in(commits.column("error_code"), pa.array(sorted(codes))))
+        picked = commits.filter(chosen)
+        plan = {"sources": sorted(set(picked.column("source_uri").to_pylist())),
+                "files": sorted(set(picked.column("file").to_pylist()))}  # fmt: skip
+        if not plan["sources"]:
+            return []
+        storage.write_json(plan_uri, plan)
+    sources = pa.array(plan["sources"], pa.string())
+    for name in plan["files"]:
+        for folder, schema in (("_commits", COMMIT_SCHEMA), ("dead_letter", DEAD_LETTER_SCHEMA)):
+            _drop_sources(storage.join(output_uri, folder, f"{name}.parquet"), schema, sources, compression)
+    storage.delete(plan_uri)
+    return plan["sources"]
+
+
+def _drop_sources(uri: str, schema: pa.Schema, sources: pa.Array, compression: str) -> None:
+    """Rewrite one Parquet object without the dead rows of ``sources`` (deleted when nothing is left)."""
+    if not storage.exists(uri):
+        return
+    fs, path = storage.resolve(uri, object_key=True)
+    table = pq.read_table(path, filesystem=fs, schema=schema)
+    drop = pc.is_in(table.column("source_uri"), sources)
+    if "dead" in table.column_names:
+        drop = pc.and_(drop, table.column("dead"))
+    kept = table.filter(pc.invert(drop))
+    if kept.num_rows == table.num_rows:
+        return
+    if kept.num_rows == 0:
+        storage.delete(uri)
+    else:
+        _write_parquet(kept, uri, compression)

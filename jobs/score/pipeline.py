@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 
 import pyarrow.compute as pc
@@ -22,7 +22,7 @@ from jobs.common.config import Resources, ScoreConfig
 from jobs.common.session import ray_session
 from jobs.common.storage import read_json, write_json
 from jobs.score.ingest import Decoder, Listing, MediaObject, list_inputs
-from jobs.score.output import Writer, load_state, output_schema, remove_orphans
+from jobs.score.output import Writer, load_state, output_schema, remove_orphans, reopen_dead_letters
 from jobs.score.stages import ChainedStages, build_stage
 
 MAX_INPUT_BLOCKS = 2000
@@ -50,6 +50,8 @@ class ScoreSummary:
     errors_by_reason: dict[str, int]
     elapsed_s: float
     rows_per_s: float
+    pending: int = 0  # inputs left uncommitted because the store stayed unavailable: a rerun does them
+    pending_sources: list[str] = field(default_factory=list)  # the first 100 of them
     locations: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -64,6 +66,11 @@ class ScoreSummary:
             f"decoded          {self.images} images, {self.videos} videos, {self.frames} sampled frames",
             f"rows written     {self.rows_written}",
             f"dead letter      {self.dead_letter}",
+            *(
+                [f"pending          {self.pending} (store unavailable: run the same command again)"]
+                if self.pending
+                else []
+            ),
             f"errors by reason {errors}",
             f"throughput       {self.rows_per_s:.1f} rows/s over {self.elapsed_s:.1f} s",
         ]
@@ -113,7 +120,7 @@ class _DecodeAndStages:
     """Decode and every stage in one actor (``stages.fuse: decode``): pixels never leave the process."""
 
     def __init__(self, cfg: ScoreConfig, names: list[str]):
-        self.decoder = Decoder(cfg.decode, keep_pixels=True)
+        self.decoder = Decoder(cfg.decode, keep_pixels=True, retry=cfg.retry.policy())
         self.stages = _StageActor(names, cfg, last=True)
 
     def __call__(self, batch):
@@ -145,7 +152,8 @@ def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: S
     if stages and cfg.stages.fuse == "decode":
         ds = ds.map_batches(_DecodeAndStages, fn_constructor_args=(cfg, stages), **_pool(cfg.decode.resources))
     else:
-        ds = ds.map_batches(Decoder, fn_constructor_args=(cfg.decode, bool(stages)), **_pool(cfg.decode.resources))
+        decode_args = (cfg.decode, bool(stages), cfg.retry.policy())
+        ds = ds.map_batches(Decoder, fn_constructor_args=decode_args, **_pool(cfg.decode.resources))
         groups = [stages] if cfg.stages.fuse == "stages" and stages else [[name] for name in stages]
         for i, group in enumerate(groups):
             res, last = _chain_resources(cfg, group), i == len(groups) - 1
@@ -153,21 +161,26 @@ def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: S
     writer = Resources(
         num_cpus=cfg.output.num_cpus, batch_size=cfg.output.rows_per_file, concurrency=cfg.output.concurrency
     )
-    return ds.map_batches(Writer, fn_constructor_args=(out, cfg.output.compression), **_pool(writer))
+    writer_args = (out, cfg.output.compression, cfg.retry.policy())
+    return ds.map_batches(Writer, fn_constructor_args=writer_args, **_pool(writer))
 
 
-def _drain(ds, total: int, interval_s: float, echo: Callable[[str], None]) -> None:
+def _drain(ds, total: int, interval_s: float, echo: Callable[[str], None]) -> list[str]:
+    """Run the pipeline, echoing progress; the sources left pending (store unavailable past the retry budget)."""
     start = last = time.monotonic()
     rows = dead = done = 0
+    pending: set[str] = set()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows += int(batch["rows"].sum())
         dead += int(batch["dead"].sum())
         done += int(batch["sources_done"].sum())
+        pending.update(uri for text in batch["pending_sources"] for uri in str(text).split("\n") if uri)
         now = time.monotonic()
         if now - last >= interval_s:
             rate = rows / max(now - start, 1e-9)
             echo(f"[score] {done}/{total} sources, {rows} rows, {dead} dead-lettered, {rate:.1f} rows/s")
             last = now
+    return sorted(pending)
 
 
 def _check_job(output_uri: str, job: dict) -> None:
@@ -189,8 +202,12 @@ def run_score(
     stages: list[str] | None = None,
     address: str | None = None,
     echo: Callable[[str], None] = print,
+    retry_dead_letter: Collection[str] = (),
 ) -> ScoreSummary:
     """Score every media object under ``input_uri`` into ``output_uri``; rerunning resumes.
+
+    A rerun leaves dead-lettered inputs alone, except those whose error code is in ``retry_dead_letter``: they are
+    taken out of the dead letter and done again.
 
     Raises ``storage.InvalidURI`` before anything touches a store when either URI cannot name a location.
     """
@@ -209,6 +226,10 @@ def run_score(
     _check_job(output_uri, job)
     write_json(storage.join(output_uri, "_job.json"), {**job, "config": cfg.model_dump(mode="json")})
     state = load_state(output_uri)
+    reopened = reopen_dead_letters(output_uri, state, set(retry_dead_letter), cfg.output.compression)
+    if reopened:
+        echo(f"[score] {len(reopened)} dead-lettered inputs reopened ({', '.join(sorted(retry_dead_letter))})")
+        state = load_state(output_uri)
     removed = remove_orphans(output_uri, state.names)
     done, partial = state.complete_sources()
     todo = [m for m in listing.media if m.uri not in done]
@@ -221,11 +242,17 @@ def run_score(
         run_cfg = cfg.model_copy(update={"stages": cfg.stages.resolved()})  # absolute paths, for the workers
         with ray_session(cfg.ray, address):
             ds = build_dataset(todo, partial, run_cfg, stages, output_uri)
-            _drain(ds, len(todo), cfg.progress_interval_s, echo)
-    return _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started)
+            pending = _drain(ds, len(todo), cfg.progress_interval_s, echo)
+    summary = _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started, pending)
+    if pending:
+        echo(f"[score] {len(pending)} inputs pending: the store stayed unavailable past retry.budget_s "
+             f"({cfg.retry.budget_s:g} s); run the same command again to do them")  # fmt: skip
+    return summary
 
 
-def _finish(input_uri: str, output_uri: str, listing: Listing, processed: int, elapsed: float) -> ScoreSummary:
+def _finish(
+    input_uri: str, output_uri: str, listing: Listing, processed: int, elapsed: float, pending: list[str] | None = None
+) -> ScoreSummary:
     commits = load_state(output_uri).commits
     dead = commits.column("dead")
     alive = commits.filter(pc.invert(dead))
@@ -248,7 +275,8 @@ def _finish(input_uri: str, output_uri: str, listing: Listing, processed: int, e
         already_complete=len(listing.media) - processed, processed_this_run=processed,
         images=alive_sources["image"], videos=alive_sources["video"], frames=frames.num_rows, rows_written=rows,
         dead_letter=commits.num_rows - rows, errors_by_reason=dict(errors), elapsed_s=round(elapsed, 2),
-        rows_per_s=round(rows / elapsed, 2) if elapsed else 0.0, locations=locations,
+        rows_per_s=round(rows / elapsed, 2) if elapsed else 0.0, pending=len(pending or []),
+        pending_sources=list(pending or [])[:100], locations=locations,
     )  # fmt: skip
     _write_manifest(output_uri, commits, summary)
     return summary

@@ -1,7 +1,16 @@
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs.score.output import DEAD_LETTER_SCHEMA, Writer, batch_name, load_state, output_schema, remove_orphans
+from jobs.common.storage import write_json
+from jobs.score.output import (
+    DEAD_LETTER_SCHEMA,
+    Writer,
+    batch_name,
+    load_state,
+    output_schema,
+    remove_orphans,
+    reopen_dead_letters,
+)
 
 
 def _batch(rows: list[tuple]) -> dict:
@@ -75,3 +84,28 @@ def test_files_without_a_commit_are_orphans(tmp_path):
     assert remove_orphans(out, state.names) == 2
     assert sorted(p.name for p in (tmp_path / "rows").iterdir()) == [f"{kept}.parquet"]
     assert not list((tmp_path / "dead_letter").iterdir())
+
+
+def test_chosen_dead_letter_codes_are_reopened_and_the_rest_stay(tmp_path):
+    out = str(tmp_path)
+    rows = [("a", 0, True, True, "read_error"), ("b", 0, True, True, "image_truncated"), ("c", 0, True, False, None)]
+    mixed = str(Writer(out)(_batch(rows))["file"][0])
+    only_a = str(Writer(out)(_batch([("a2", 0, True, True, "read_error")]))["file"][0])
+    assert reopen_dead_letters(out, load_state(out), {"read_error", "not_found"}) == ["a", "a2"]
+    state = load_state(out)
+    done, partial = state.complete_sources()
+    assert done == {"b", "c"} and partial == {}  # a and a2 are to do again; b stays dead, c stays written
+    dead = pq.read_table(tmp_path / "dead_letter" / f"{mixed}.parquet")
+    assert dead.column("source_uri").to_pylist() == ["b"]
+    assert not (tmp_path / "_commits" / f"{only_a}.parquet").exists() and state.names == {mixed}
+    assert remove_orphans(out, state.names) == 1  # a2's dead-letter file, its commit gone
+    assert reopen_dead_letters(out, load_state(out), {"read_error"}) == []  # nothing left with that code
+
+
+def test_a_reopening_killed_half_way_is_finished_by_the_next_run(tmp_path):
+    out = str(tmp_path)
+    name = str(Writer(out)(_batch([("a", 0, True, True, "read_error"), ("b", 0, True, True, "x")]))["file"][0])
+    write_json(f"{out}/_retry.json", {"sources": ["a"], "files": [name]})  # the plan, and then the kill
+    assert reopen_dead_letters(out, load_state(out), set()) == ["a"]  # a run without the flag finishes it
+    assert load_state(out).complete_sources()[0] == {"b"} and not (tmp_path / "_retry.json").exists()
+    assert pq.read_table(tmp_path / "dead_letter" / f"{name}.parquet").column("source_uri").to_pylist() == ["b"]

@@ -1,0 +1,204 @@
+"""Chaos benchmark: `mediascore score` under the faults a cluster job meets, with what was lost and what doubled.
+
+Loopback only: its own SeaweedFS S3 server, its own corpus, `mediascore score` as a user runs it (a subprocess that
+starts a local Ray). First an undisturbed run gives the expected rows and the baseline time; then each scenario
+scores the same input into a new output while faults are injected, and reruns the same command until it exits 0
+(at most ``--max-reruns``). Per scenario:
+
+* ``lost``: (source, frame) rows of the undisturbed run missing from the scenario's rows (a good input that went to
+  the dead letter or was never written counts once per missing row);
+* ``duplicated``: rows beyond one per (source, frame);
+* ``wrong_dead_letter``: sources dead-lettered that the undisturbed run wrote;
+* ``reruns``: runs after the first one that it took to exit 0;
+* ``seconds`` and ``seconds_ratio`` (all runs of the scenario against the undisturbed run).
+
+Scenarios: ``s3_restart`` (the store killed and restarted twice while reads and writes are in flight, output on S3),
+``actor_kill`` (a decode/stage actor process killed mid-run, twice), ``driver_kill`` (the driver killed at three
+random points, then the command rerun until it completes). The last line is one JSON object of every figure.
+
+    python bench/chaos.py [--scale 0.3] [--scenarios s3_restart,actor_kill,driver_kill] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from jobs.common import storage
+from jobs.common.s3server import EmbeddedS3, _free_port
+
+SCENARIOS = ("s3_restart", "actor_kill", "driver_kill")
+CONFIG = "retry: {budget_s: 60}\nray: {num_cpus: 2}\nstages: {run: [quality]}\nprogress_interval_s: 2\n"
+
+
+def _score(input_uri: str, output_uri: str, config: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "jobs.cli", "score", "--input", input_uri, "--output", output_uri,
+               "--config", str(config)]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            start_new_session=True)  # fmt: skip
+
+
+def _rows(output_uri: str):
+    import pyarrow.dataset as pads
+
+    fs, path = storage.resolve(storage.join(output_uri, "rows/"))
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["source_uri", "frame_index"])
+    return list(zip(table.column("source_uri").to_pylist(), table.column("frame_index").to_pylist(), strict=True))
+
+
+def _dead_sources(output_uri: str) -> set[str]:
+    import pyarrow.dataset as pads
+
+    fs, path = storage.resolve(storage.join(output_uri, "dead_letter/"))
+    try:
+        table = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=["source_uri"])
+    except (FileNotFoundError, OSError):
+        return set()
+    return set(table.column("source_uri").to_pylist())
+
+
+def _ray_workers(parent: int) -> list[psutil.Process]:
+    """The Ray Data actor processes (``ray::MapWorker``) under the driver ``parent``'s Ray."""
+    try:
+        children = psutil.Process(parent).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    out = []
+    for proc in children:
+        try:
+            if "MapWorker" in " ".join(proc.cmdline()):
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+class Faults:
+    """The fault of one scenario, injected from a thread while the first run goes."""
+
+    def __init__(self, name: str, server: EmbeddedS3, baseline_s: float, rng: random.Random):
+        self.name, self.server, self.baseline_s, self.rng = name, server, baseline_s, rng
+        self.injected: list[str] = []
+
+    def _at(self, fraction: float) -> None:
+        time.sleep(max(0.0, self.t0 + fraction * self.baseline_s - time.monotonic()))
+
+    def during(self, proc: subprocess.Popen) -> None:
+        for fraction in (0.25, 0.6):
+            self._at(fraction)
+            if proc.poll() is not None:
+                return
+            if self.name == "s3_restart":
+                self.server.down()
+                self.injected.append(f"store down at {time.monotonic() - self.t0:.1f} s for 4 s")
+                time.sleep(4.0)
+                self.server.up()
+            elif self.name == "actor_kill" and (workers := _ray_workers(proc.pid)):
+                victim = self.rng.choice(workers)
+                victim.send_signal(signal.SIGKILL)
+                self.injected.append(f"killed actor pid {victim.pid} at {time.monotonic() - self.t0:.1f} s")
+
+    def start(self, proc: subprocess.Popen) -> threading.Thread:
+        self.t0 = time.monotonic()
+        thread = threading.Thread(target=self.during, args=(proc,), daemon=True)
+        thread.start()
+        return thread
+
+
+def run_scenario(name: str, input_uri: str, out: str, config: Path, server, baseline: dict, args) -> dict:
+    rng = random.Random(args.seed)
+    started, codes, injected, killed = time.monotonic(), [], [], 0
+    kills = [rng.uniform(0.2, 0.9) * baseline["seconds"] for _ in range(3)] if name == "driver_kill" else []
+    while len(codes) <= args.max_reruns + killed:
+        proc = _score(input_uri, out, config)
+        faults = Faults(name, server, baseline["seconds"], rng)
+        thread = faults.start(proc) if not codes and name != "driver_kill" else None
+        if kills:
+            at = kills.pop(0)
+            try:
+                proc.wait(timeout=at)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                injected.append(f"driver killed at {at:.1f} s")
+                killed += 1
+        proc.wait()
+        if thread is not None:
+            thread.join()
+            injected += faults.injected
+        codes.append(proc.returncode)
+        if proc.returncode == 0:  # done (a kill planned after the run had finished never happens)
+            break
+    reruns = len(codes) - 1 - killed  # runs the faults made necessary beyond our own kills
+    seconds = time.monotonic() - started
+    rows = _rows(out)
+    expected = set(baseline["rows"])
+    dead = _dead_sources(out)
+    return {
+        "lost": len(expected - set(rows)),
+        "duplicated": len(rows) - len(set(rows)),
+        "wrong_dead_letter": len(dead & {source for source, _ in expected}),
+        "reruns": reruns,
+        "exit_codes": codes,
+        "seconds": round(seconds, 1),
+        "seconds_ratio": round(seconds / baseline["seconds"], 2),
+        "injected": injected,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=float, default=0.3, help="corpus scale (1: a few hundred images)")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-reruns", type=int, default=5)
+    args = parser.parse_args()
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = set(scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")
+    with tempfile.TemporaryDirectory() as home:
+        server = EmbeddedS3(home=Path(home), port=_free_port())
+        os.environ.update(server.up().env())
+        try:
+            figures = _bench(server, Path(home), scenarios, args)
+        finally:
+            server.down()
+    print(json.dumps(figures, sort_keys=True))
+
+
+def _bench(server: EmbeddedS3, home: Path, scenarios: list[str], args) -> dict:
+    from jobs.corpus import make_corpus
+
+    corpus = make_corpus("s3://chaos/corpus", seed=args.seed, scale=args.scale, workers=4)
+    print(f"[chaos] corpus: {corpus.images} images, {corpus.videos} videos", flush=True)
+    input_uri = "s3://chaos/corpus/"
+    config = home / "score.yaml"
+    config.write_text(CONFIG)
+    started = time.monotonic()
+    proc = _score(input_uri, "s3://chaos/out/baseline", config)
+    proc.wait()
+    if proc.returncode != 0:
+        raise SystemExit(f"the undisturbed run failed (exit {proc.returncode})")
+    baseline = {"seconds": time.monotonic() - started, "rows": _rows("s3://chaos/out/baseline")}
+    print(f"[chaos] undisturbed: {len(baseline['rows'])} rows in {baseline['seconds']:.1f} s", flush=True)
+    figures = {"baseline_seconds": round(baseline["seconds"], 1), "baseline_rows": len(baseline["rows"])}
+    for name in scenarios:
+        result = run_scenario(name, input_uri, f"s3://chaos/out/{name}", config, server, baseline, args)
+        print(f"[chaos] {name}: {json.dumps(result, sort_keys=True)}", flush=True)
+        figures[name] = result
+    return figures
+
+
+if __name__ == "__main__":
+    main()

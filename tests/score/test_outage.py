@@ -1,0 +1,119 @@
+"""A store outage is not a bad input: reads and writes retry, and what still fails stays pending for a rerun.
+
+These tests stop and restart a second, private SeaweedFS server (the session's server stays up for the others).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.common import storage
+from jobs.common.config import DecodeConfig
+from jobs.common.s3server import EmbeddedS3
+from jobs.score.ingest import PENDING, Decoder
+from jobs.score.output import Writer
+
+N_IMAGES = 4
+
+
+@pytest.fixture
+def flaky_store(tmp_path, free_port, monkeypatch):
+    """A private S3 server with ``N_IMAGES`` small images; the AWS variables point at it for this test only."""
+    server = EmbeddedS3(home=tmp_path / "store", port=free_port)
+    state = server.up()
+    for key, value in state.env().items():
+        monkeypatch.setenv(key, value)
+    storage.ensure_bucket("s3://flaky")
+    uris = []
+    for i in range(N_IMAGES):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((24 + i, 32, 3), 40 * i, np.uint8)).save(buf, format="PNG")
+        uri = f"s3://flaky/in/img_{i}.png"
+        storage.write_bytes(uri, buf.getvalue())
+        uris.append(uri)
+    yield server, uris
+    server.down()
+
+
+def _rows(decoder: Decoder, uris: list[str]) -> list[dict]:
+    batch = {"uri": np.array(uris), "size": np.array([-1] * len(uris)), "kind": np.array(["image"] * len(uris))}
+    batch["skip"] = np.array([""] * len(uris))
+    return [{k: v[i] for k, v in block.items()} for block in decoder(batch) for i in range(len(block["source_uri"]))]
+
+
+def test_a_read_during_an_outage_is_pending_not_dead(flaky_store):
+    server, uris = flaky_store
+    server.down()
+    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=1.0)), uris[:2])
+    assert [r["_pending"] for r in rows] == [True, True] and not any(r["_dead"] or r["_last"] for r in rows)
+    assert {r["error_code"] for r in rows} == {PENDING} and "store unavailable" in rows[0]["error"]
+
+
+def test_a_read_rides_out_a_restart_of_the_store(flaky_store):
+    server, uris = flaky_store
+    server.down()
+    restart = threading.Timer(2.0, server.up)
+    restart.start()
+    started = time.monotonic()
+    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=60.0)), uris)
+    restart.join()
+    assert time.monotonic() - started >= 2.0  # it did wait for the store
+    assert [r["error_code"] for r in rows] == [""] * N_IMAGES and all(r["_last"] for r in rows)
+    assert [int(r["height"]) for r in rows] == [24 + i for i in range(N_IMAGES)]
+
+
+def test_the_writer_commits_nothing_of_pending_rows_and_retries_its_writes(flaky_store, tmp_path):
+    server, uris = flaky_store
+    decoder = Decoder(DecodeConfig(), keep_pixels=False)
+    good = next(decoder({"uri": np.array(uris[:1]), "size": np.array([-1]), "kind": np.array(["image"]),
+                         "skip": np.array([""])}))  # fmt: skip
+    server.down()
+    pending = next(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=0.5))(
+        {"uri": np.array(uris[1:2]), "size": np.array([-1]), "kind": np.array(["image"]), "skip": np.array([""])}
+    ))  # fmt: skip
+    batch = {k: np.concatenate([good[k], pending[k]]) for k in good}
+    local = Writer(str(tmp_path / "out"))(batch)
+    assert int(local["rows"][0]) == 1 and int(local["pending"][0]) == 1 and str(local["pending_sources"][0]) == uris[1]
+    with pytest.raises(storage.TransientError, match="store unavailable"):
+        Writer("s3://flaky/out", retry=storage.RetryPolicy(budget_s=0.5))(good)
+    threading.Timer(1.5, server.up).start()
+    summary = Writer("s3://flaky/out", retry=storage.RetryPolicy(budget_s=60.0))(good)
+    assert int(summary["rows"][0]) == 1 and storage.exists(f"s3://flaky/out/_commits/{summary['file'][0]}.parquet")
+
+
+@pytest.mark.slow
+def test_score_ends_non_zero_with_inputs_pending_and_the_rerun_does_them(flaky_store, tmp_path):
+    """`mediascore score` as a user runs it: the store goes down after listing; the run leaves every input pending
+    (exit 3, nothing dead-lettered); the same command after the store is back completes them, exactly once."""
+    import pandas as pd
+
+    server, uris = flaky_store
+    manifest = tmp_path / "inputs.parquet"
+    pd.DataFrame({"uri": uris}).to_parquet(manifest)  # local: listing it needs no store
+    config = tmp_path / "score.yaml"
+    config.write_text("retry: {budget_s: 2}\nray: {num_cpus: 2}\nstages: {run: [quality]}\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "jobs.cli", "score", "--input", str(manifest), "--output", str(out),
+               "--config", str(config)]  # fmt: skip
+    server.down()
+    first = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=600)
+    assert first.returncode == 3, first.stderr[-2000:]
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["pending"] == N_IMAGES and summary["dead_letter"] == 0 and summary["rows_written"] == 0
+    server.up()
+    second = subprocess.run(command, capture_output=True, text=True, env=os.environ, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads(second.stdout.strip().splitlines()[-1])
+    assert summary["pending"] == 0 and summary["dead_letter"] == 0 and summary["rows_written"] == N_IMAGES
+    rows = pd.read_parquet(out / "rows")
+    assert sorted(rows.source_uri) == sorted(uris) and not rows.duplicated(["source_uri", "frame_index"]).any()
