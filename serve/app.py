@@ -179,6 +179,10 @@ class Gateway:
         except FileNotFoundError:
             raise HTTPException(404, detail=f"no object at {uri}") from None
         except OSError as exc:
+            if storage.is_transient(exc):  # the store is down or throttling: the object may well be fine
+                retry = str(max(1, round(self.cfg.gateway.retry_after_s)))
+                detail = "object store unavailable, retry later"
+                raise HTTPException(503, detail=detail, headers={"Retry-After": retry}) from None
             raise HTTPException(502, detail=f"could not read {uri}: {exc}") from None
         self._check_size(len(data))
         return data

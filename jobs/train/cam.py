@@ -20,7 +20,7 @@ from jobs.common import storage
 from jobs.common.config import StrictModel, load_yaml
 from jobs.common.storage import read_json
 from jobs.media.images import load_resized
-from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, start_worker, train_epochs
 from jobs.train.data.cam import ground_truth, labelled_images, read_manifest
 from models.cam_net import CamNetConfig
 from models.cam_recipe import CamTrainConfig
@@ -73,6 +73,12 @@ def load_eval_set(rows, classes: list[str], size: int):
     return to_tensor_batch(images), labels, [g.boxes for g in gts], [g.mask for g in gts]
 
 
+def _validation_set(settings: TrainCamSettings, classes: list[str]):
+    manifest = read_manifest(settings.data.manifest)
+    rows = labelled_images(manifest, settings.data.val_splits, settings.data.val_image_types)
+    return load_eval_set(rows, classes, settings.data.image_size)
+
+
 def train_func(config: dict) -> None:
     """The per-worker loop (runs inside Ray Train)."""
     import ray.train
@@ -85,10 +91,8 @@ def train_func(config: dict) -> None:
     from models.checkpoint import checkpoint_bytes
 
     settings = TrainCamSettings.model_validate(config["settings"])
-    classes, rank = config["classes"], ray.train.get_context().get_world_rank()
-    world = ray.train.get_context().get_world_size()
-    torch.manual_seed(settings.seed * 1000 + rank)
-    model_cfg, train_cfg = settings.model, settings.train
+    rank, world, device = start_worker(settings.seed)
+    classes, model_cfg, train_cfg = config["classes"], settings.model, settings.train
     net = build_cam_net(model_cfg)
     files = RunFiles(settings.output)
     steps = max(1, int(np.ceil(config["n_train"] / world / train_cfg.batch_size)))
@@ -97,14 +101,8 @@ def train_func(config: dict) -> None:
     if ckpt:
         net.load_state_dict(ckpt["state_dict"])
         recipe.load_state_dict(ckpt["optimizer"])
-    device = ray.train.torch.get_device()
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    val = None
-    if rank == 0:
-        manifest = read_manifest(settings.data.manifest)
-        rows = labelled_images(manifest, settings.data.val_splits, settings.data.val_image_types)
-        val = load_eval_set(rows, classes, settings.data.image_size)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
+    val = _validation_set(settings, classes) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
 
     def one_epoch(epoch: int) -> dict:
@@ -139,7 +137,7 @@ def train_func(config: dict) -> None:
             data=data, optimizer_state=recipe.state_dict(),
         )  # fmt: skip
 
-    train_epochs("cam", files, progress, train_cfg.epochs, one_epoch, checkpoint)
+    train_epochs("cam", files, progress, train_cfg.epochs, one_epoch, checkpoint, retry=settings.retry.policy())
 
 
 def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dict:

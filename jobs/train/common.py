@@ -23,7 +23,7 @@ from pathlib import Path
 from pydantic import Field
 
 from jobs.common import storage
-from jobs.common.config import RayConfig, StrictModel
+from jobs.common.config import RayConfig, RetryConfig, StrictModel
 from jobs.common.storage import read_json, write_json
 
 
@@ -43,6 +43,7 @@ class TrainSettings(StrictModel):
     ray: RayConfig = RayConfig()
     seed: int = 0
     resume: bool = True
+    retry: RetryConfig = RetryConfig()  # transient store errors while writing checkpoints and pointers
 
 
 def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:
@@ -113,6 +114,17 @@ class Progress:
         return len(values) - 1 - values.index(best) if best < math.inf else len(values)
 
 
+def start_worker(seed: int):
+    """``(rank, world size, device)`` of this Ray Train worker, with torch seeded per rank (``seed * 1000 + rank``)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    ctx = ray.train.get_context()
+    torch.manual_seed(seed * 1000 + ctx.get_world_rank())
+    return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
+
+
 def resume(files: RunFiles, enabled: bool, monitor: str | None = None) -> tuple[dict | None, Progress]:
     """The latest checkpoint (``None`` when there is none or ``enabled`` is false) and the progress it stands
     for; the checkpoint's weights and optimizer state are the job's to load."""
@@ -134,6 +146,7 @@ def train_epochs(
     checkpoint: Callable[[int, dict], bytes],
     patience: int = 0,
     pointer: dict | None = None,
+    retry: storage.RetryPolicy | None = None,
 ) -> None:
     """The epoch loop of a Ray Train worker, written once for every job.
 
@@ -141,9 +154,16 @@ def train_epochs(
     and ``epoch_s`` (wall seconds of both). Rank 0 then writes ``checkpoint(epoch, metrics)`` (bytes), the history,
     ``latest.json`` and, when the monitored metric improved, ``best.json``; both pointers also carry ``pointer``.
     Every worker reports the metrics to Ray Train. With ``patience`` the loop stops after that many epochs without
-    a lower monitored value; the decision uses numbers every worker has, so all stop together.
+    a lower monitored value; the decision uses numbers every worker has, so all stop together. Each write retries
+    transient store errors under ``retry``; the checkpoint is complete before ``latest.json`` points at it.
     """
     import ray.train
+
+    policy = retry or storage.RetryPolicy()
+
+    def put(uri: str, data: bytes | dict | list) -> None:
+        write = storage.write_bytes if isinstance(data, bytes) else write_json
+        storage.retrying(lambda: write(uri, data), policy, f"write {uri}")
 
     rank = ray.train.get_context().get_world_rank()
     for epoch in range(progress.start, epochs):
@@ -156,11 +176,11 @@ def train_epochs(
         progress.history.append(metrics)
         if rank == 0:
             uri = files.checkpoint(epoch)
-            storage.write_bytes(uri, checkpoint(epoch, metrics))
-            write_json(files.history, progress.history)
+            put(uri, checkpoint(epoch, metrics))
+            put(files.history, progress.history)
             record = {"epoch": epoch, "checkpoint": uri, "metrics": metrics} | (pointer or {})
-            write_json(files.latest, record)
+            put(files.latest, record)
             if improved:
-                write_json(files.best, record)
+                put(files.best, record)
             print(f"[train {job}] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         ray.train.report(metrics)

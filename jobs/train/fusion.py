@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_config, load_yaml, resolve_path
 from jobs.common.storage import read_json, write_json
-from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, start_worker, train_epochs
 from models.fusion import FusionConfig
 from models.fusion_recipe import FusionTrainConfig
 
@@ -219,11 +219,22 @@ def predict(recipe, batch: dict[str, np.ndarray], device, batch_size: int = 64) 
     return out | {k: np.concatenate([p[k] for p in parts]) for k in ("prob", "weights", "mask", "kinds")}
 
 
+def _checkpoint_data(settings: TrainFusionSettings, manifest_sha1: str) -> dict:
+    """What a fusion checkpoint says about its data: classes, token budget, manifest, upstream and cache."""
+    return {
+        "classes": CLASSES,
+        "max_tokens": settings.data.max_tokens,
+        "manifest": settings.data.manifest,
+        "manifest_sha1": manifest_sha1,
+        "cam_checkpoint": settings.data.cam_checkpoint,
+        "cache": settings.data.cache,
+    }
+
+
 def train_func(config: dict) -> None:
     """The per-worker loop (runs inside Ray Train)."""
     import ray.train
     import ray.train.torch
-    import torch
 
     from jobs.media.fusion_inputs import to_tensors
     from jobs.train.metrics import binary_metrics
@@ -232,14 +243,13 @@ def train_func(config: dict) -> None:
     from models.fusion_recipe import FusionRecipe
 
     settings = TrainFusionSettings.model_validate(config["settings"])
-    torch.manual_seed(settings.seed * 1000 + ray.train.get_context().get_world_rank())
-    model_cfg = fusion_config_from_dict(config["model"])
-    train_cfg = settings.train
+    _, _, device = start_worker(settings.seed)
+    model_cfg, train_cfg = fusion_config_from_dict(config["model"]), settings.train
     net = build_fusion(model_cfg)
     load_upstream(net, config["upstream_state"])
     model = ray.train.torch.prepare_model(net, parallel_strategy_kwargs={"find_unused_parameters": True})
     recipe = FusionRecipe(model, train_cfg, model_cfg.positive_class)
-    files, specs, device = RunFiles(settings.output), config["specs"], ray.train.torch.get_device()
+    files, specs = RunFiles(settings.output), config["specs"]
     ckpt, progress = resume(files, settings.resume, monitor="val_loss")
     if ckpt:
         net.load_state_dict(ckpt["state_dict"])
@@ -260,22 +270,25 @@ def train_func(config: dict) -> None:
         metrics |= {f"val_{k}": scored[k] for k in ("loss", "l1", "l2", "l3")}
         return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"]).items()}
 
+    data = _checkpoint_data(settings, config["manifest_sha1"])
+
     def checkpoint(epoch: int, metrics: dict) -> bytes:
-        data = {
-            "classes": CLASSES,
-            "max_tokens": settings.data.max_tokens,
-            "manifest": settings.data.manifest,
-            "manifest_sha1": config["manifest_sha1"],
-            "cam_checkpoint": settings.data.cam_checkpoint,
-            "cache": settings.data.cache,
-        }
         extra = {"best_loss": progress.best(), "bad_epochs": progress.epochs_since_best()}
         return checkpoint_bytes(
             net, "fusion", config["model"], step=epoch + 1, epoch=epoch, metrics=metrics, data=data,
             optimizer_state=recipe.state_dict(), extra=extra,
         )  # fmt: skip
 
-    train_epochs("fusion", files, progress, train_cfg.epochs, one_epoch, checkpoint, patience=train_cfg.patience)
+    train_epochs(
+        "fusion",
+        files,
+        progress,
+        train_cfg.epochs,
+        one_epoch,
+        checkpoint,
+        patience=train_cfg.patience,
+        retry=settings.retry.policy(),
+    )
 
 
 def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, echo=print) -> dict:

@@ -24,7 +24,7 @@ from jobs.common import storage
 from jobs.common.config import load_yaml
 from jobs.common.storage import read_json, write_json
 from jobs.media.degrade import DegradeConfig, degrade
-from jobs.train.common import RunFiles, TrainSettings, fit, resume, train_epochs
+from jobs.train.common import RunFiles, TrainSettings, fit, resume, start_worker, train_epochs
 from jobs.train.data.restore import QualityLabelSettings, SourceSettings
 from models.quality_net import QualityNetConfig
 from models.restore_net import DiscriminatorConfig, GeneratorConfig
@@ -120,32 +120,48 @@ def _networks(settings: TrainRestoreSettings, quality_uri: str):
     return cfg, g, d, feature
 
 
+def _resume_state(recipe, settings: TrainRestoreSettings) -> dict:
+    """The raw (not EMA) generator and the discriminator, to resume training from."""
+    from models.restore_recipe import unwrap
+
+    def weights(net):
+        return {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()} if net is not None else None
+
+    return {
+        "generator": weights(recipe.g),
+        "discriminator": weights(recipe.d),
+        "discriminator_config": dataclasses.asdict(settings.discriminator),
+    }
+
+
+def _load_recipe(recipe, ckpt: dict) -> None:
+    """Optimizer state and EMA weights of a resumed run."""
+    recipe.load_state_dict(ckpt["optimizer"])
+    if recipe.ema is not None:
+        recipe.ema.model.load_state_dict(ckpt["state_dict"])
+
+
 def train_func(config: dict) -> None:
     """The per-worker loop (runs inside Ray Train)."""
     import ray.train
     import ray.train.torch
-    import torch
 
     from models.checkpoint import checkpoint_bytes
-    from models.restore_recipe import RestoreRecipe, unwrap
+    from models.restore_recipe import RestoreRecipe
 
     settings = TrainRestoreSettings.model_validate(config["settings"])
-    rank = ray.train.get_context().get_world_rank()
-    torch.manual_seed(settings.seed * 1000 + rank)
+    rank, _, device = start_worker(settings.seed)
     cfg, g, d, feature = _networks(settings, config["quality"])
-    device, files = ray.train.torch.get_device(), RunFiles(settings.output)
+    files = RunFiles(settings.output)
     ckpt, progress = resume(files, settings.resume)
-    if ckpt:
-        g.load_state_dict(ckpt["extra"]["generator"])
-        if d is not None:
-            d.load_state_dict(ckpt["extra"]["discriminator"])
+    for net, key in ((g, "generator"), (d, "discriminator")):
+        if ckpt and net is not None:
+            net.load_state_dict(ckpt["extra"][key])
     model_d = ray.train.torch.prepare_model(d) if d is not None else None
     feature = feature.to(device) if feature is not None else None
     recipe = RestoreRecipe(ray.train.torch.prepare_model(g), model_d, cfg, feature)
     if ckpt:
-        recipe.load_state_dict(ckpt["optimizer"])
-        if recipe.ema is not None:
-            recipe.ema.model.load_state_dict(ckpt["state_dict"])
+        _load_recipe(recipe, ckpt)
     val = validation_pairs(config["val_patches"], settings) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
     generator_uri = files.uri("generator.pt")
@@ -171,21 +187,21 @@ def train_func(config: dict) -> None:
         storage.write_bytes(
             generator_uri, checkpoint_bytes(inference, "restore_generator", settings.generator, **common)
         )
-
-        def weights(net):
-            return {k: v.detach().cpu() for k, v in unwrap(net).state_dict().items()} if net is not None else None
-
-        extra = {
-            "generator": weights(recipe.g),
-            "discriminator": weights(recipe.d),
-            "discriminator_config": dataclasses.asdict(settings.discriminator),
-        }
         return checkpoint_bytes(
             inference, "restore_generator", settings.generator, **common, optimizer_state=recipe.state_dict(),
-            extra=extra,
+            extra=_resume_state(recipe, settings),
         )  # fmt: skip
 
-    train_epochs("restore", files, progress, cfg.epochs, one_epoch, checkpoint, pointer={"generator": generator_uri})
+    train_epochs(
+        "restore",
+        files,
+        progress,
+        cfg.epochs,
+        one_epoch,
+        checkpoint,
+        pointer={"generator": generator_uri},
+        retry=settings.retry.policy(),
+    )
 
 
 def source_images(settings: SourceSettings) -> list[tuple[str, np.ndarray]]:
