@@ -398,12 +398,14 @@ def write_json(uri: str, data: dict | list) -> None:
 _TRANSIENT_WORDS = (
     "network_connection", "could not connect", "connection refused", "connection reset", "connection aborted",
     "broken pipe", "timed out", "timeout", "temporarily unavailable", "service unavailable", "serviceunavailable",
-    "slow down", "slowdown", "throttl", "too many requests", "internalerror", "internal error",
-    "http response code: 500", "http response code: 502", "http response code: 503", "http response code: 504",
-    "endpoint url", "remote end closed", "unexpected eof", "curl error",
+    "service_unavailable", "slow down", "slowdown", "slow_down", "throttl", "too many requests", "internalerror",
+    "internal error", "internal_failure", "request_timeout", "remote end closed", "unexpected eof", "curl error",
 )  # fmt: skip
 _TRANSIENT_CODES = {"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "Throttling",
                     "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed"}  # fmt: skip
+
+
+_HTTP_5XX = re.compile(r"http (?:status|response code)[: ]*5\d\d")
 
 
 class TransientError(OSError):
@@ -426,7 +428,7 @@ def is_transient(exc: BaseException) -> bool:
         return any(word in type(exc).__name__.lower() for word in ("connect", "timeout", "endpoint", "protocol"))
     if isinstance(exc, OSError):
         text = str(exc).lower()
-        return any(word in text for word in _TRANSIENT_WORDS)
+        return any(word in text for word in _TRANSIENT_WORDS) or bool(_HTTP_5XX.search(text))
     return False
 
 

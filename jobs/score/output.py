@@ -223,7 +223,8 @@ def reopen_dead_letters(output_uri: str, state: OutputState, codes: set[str], co
     plan = storage.read_json(plan_uri)
     if plan is None:
         commits = state.commits
-        chosen = pc.and_(commits.column("dead"), pc.is_in(commits.column("error_code"), pa.array(sorted(codes))))
+        code_in = pc.is_in(commits.column("error_code"), pa.array(sorted(codes), pa.string()))
+        chosen = pc.and_(commits.column("dead"), code_in)
         picked = commits.filter(chosen)
         plan = {"sources": sorted(set(picked.column("source_uri").to_pylist())),
                 "files": sorted(set(picked.column("file").to_pylist()))}  # fmt: skip

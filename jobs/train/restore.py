@@ -152,7 +152,7 @@ def train_func(config: dict) -> None:
     settings = TrainRestoreSettings.model_validate(config["settings"])
     rank, _, device = start_worker(settings.seed)
     cfg, g, d, feature = _networks(settings, config["quality"])
-    files = RunFiles(settings.output)
+    files, generator_uri = RunFiles(settings.output), paths(settings.output)["generator"]
     ckpt, progress = resume(files, settings.resume)
     for net, key in ((g, "generator"), (d, "discriminator")):
         if ckpt and net is not None:
@@ -164,7 +164,6 @@ def train_func(config: dict) -> None:
         _load_recipe(recipe, ckpt)
     val = validation_pairs(config["val_patches"], settings) if rank == 0 else None
     shard = ray.train.get_dataset_shard("train")
-    generator_uri = files.uri("generator.pt")
 
     def one_epoch(epoch: int) -> dict:
         sums, n = {}, 0

@@ -98,7 +98,8 @@ def test_chosen_dead_letter_codes_are_reopened_and_the_rest_stay(tmp_path):
     dead = pq.read_table(tmp_path / "dead_letter" / f"{mixed}.parquet")
     assert dead.column("source_uri").to_pylist() == ["b"]
     assert not (tmp_path / "_commits" / f"{only_a}.parquet").exists() and state.names == {mixed}
-    assert remove_orphans(out, state.names) == 1  # a2's dead-letter file, its commit gone
+    assert not (tmp_path / "dead_letter" / f"{only_a}.parquet").exists()  # nothing of a2 is left
+    assert remove_orphans(out, state.names) == 0
     assert reopen_dead_letters(out, load_state(out), {"read_error"}) == []  # nothing left with that code
 
 
