@@ -238,6 +238,7 @@ def run_score(
         f"{len(listing.media) - len(todo)} already complete, {len(todo)} to do"
         + (f", {removed} files of an interrupted run removed" if removed else "")
     )
+    pending: list[str] = []
     if todo:
         run_cfg = cfg.model_copy(update={"stages": cfg.stages.resolved()})  # absolute paths, for the workers
         with ray_session(cfg.ray, address):
