@@ -1,6 +1,6 @@
 """Ingestion: list the media under a URI, and the Ray-free decode step that turns objects into rows.
 
-A decoded row is one image or one sampled video frame. Rows carry three bookkeeping columns used for
+A decoded row is one image or one sampled video frame. Rows carry four bookkeeping columns used for
 exactly-once resume: ``_sample`` (0, 1, 2, ... per source, in decode order), ``_last`` (the source's final row),
 ``_dead`` (the source failed as a whole: a dead-letter row) and ``_pending`` (the store stayed unavailable: the
 row is not written and the source stays open for the next run). Missing values travel as sentinels
@@ -151,7 +151,7 @@ class Decoder:
     def _frames(self, uri: str, kind: str, base: dict) -> Iterator[dict]:
         try:
             data, handle, head = storage.retrying(lambda: self._open(uri, kind, base), self.retry, f"read {uri}")
-        except storage.TransientError:
+        except storage.TransientError:  # an OSError too, but not one of the object: the caller leaves it pending
             raise
         except storage.InvalidURI as exc:
             raise DecodeError("invalid_uri", exc.reason) from None
