@@ -169,7 +169,7 @@ class Gateway:
             raise HTTPException(413, detail=f"body of {size} bytes > limit {self.cfg.max_body_bytes}")
 
     async def _read_uri(self, body: bytes) -> bytes:
-        from jobs.common import storage
+        from jobs.common import storage, transient
 
         uri = _uri_from_body(body)
         if not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
@@ -179,7 +179,7 @@ class Gateway:
         except FileNotFoundError:
             raise HTTPException(404, detail=f"no object at {uri}") from None
         except OSError as exc:
-            if storage.is_transient(exc):  # the store is down or throttling: the object may well be fine
+            if transient.is_transient(exc):  # the store is down or throttling: the object may well be fine
                 retry = str(max(1, round(self.cfg.gateway.retry_after_s)))
                 detail = "object store unavailable, retry later"
                 raise HTTPException(503, detail=detail, headers={"Retry-After": retry}) from None

@@ -112,7 +112,7 @@ class RetryConfig(StrictModel):
     max_s: float = Field(5.0, gt=0, description="longest single wait")
 
     def policy(self):
-        from jobs.common.storage import RetryPolicy
+        from jobs.common.transient import RetryPolicy
 
         return RetryPolicy(self.budget_s, self.initial_s, self.max_s)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.common import storage
+from jobs.common import storage, transient
 from jobs.common.config import DecodeConfig, ListingConfig
 from jobs.media.decode import DecodeError, VideoFrame, VideoInfo, decode_image, sample_video, sniff
 
@@ -86,10 +86,10 @@ class Decoder:
         retry: how long to retry transient store errors before leaving an object for the next run.
     """
 
-    def __init__(self, cfg: DecodeConfig, keep_pixels: bool = True, retry: storage.RetryPolicy | None = None):
+    def __init__(self, cfg: DecodeConfig, keep_pixels: bool = True, retry: transient.RetryPolicy | None = None):
         self.cfg = cfg
         self.keep_pixels = keep_pixels
-        self.retry = retry or storage.RetryPolicy()
+        self.retry = retry or transient.RetryPolicy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         rows: list[dict] = []
@@ -115,7 +115,7 @@ class Decoder:
                     yield pending
                 pending = {**frame_row, "_sample": sample, "_last": False, "_dead": False, "_pending": False}
                 sample += 1
-        except storage.TransientError as exc:
+        except transient.TransientError as exc:
             if pending is not None:
                 yield pending  # decoded before the outage: written; the source stays open (no last row)
             yield self._pending_row(base, exc, sample)
@@ -150,8 +150,8 @@ class Decoder:
 
     def _frames(self, uri: str, kind: str, base: dict) -> Iterator[dict]:
         try:
-            data, handle, head = storage.retrying(lambda: self._open(uri, kind, base), self.retry, f"read {uri}")
-        except storage.TransientError:  # an OSError too, but not one of the object: the caller leaves it pending
+            data, handle, head = transient.retrying(lambda: self._open(uri, kind, base), self.retry, f"read {uri}")
+        except transient.TransientError:  # an OSError too, but not one of the object: the caller leaves it pending
             raise
         except storage.InvalidURI as exc:
             raise DecodeError("invalid_uri", exc.reason) from None
@@ -202,7 +202,7 @@ class Decoder:
             row["pixels"] = np.zeros((0, 0, 3), np.uint8)
         return row
 
-    def _pending_row(self, base: dict, exc: storage.TransientError, sample: int) -> dict:
+    def _pending_row(self, base: dict, exc: transient.TransientError, sample: int) -> dict:
         """A marker the writer counts and drops: nothing of the source is committed by it."""
         log.warning("%s left for the next run: %s", base["source_uri"], exc)
         row = self._error_row(base, DecodeError(PENDING, str(exc)), sample, dead=False)

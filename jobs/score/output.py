@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.common import storage
+from jobs.common import storage, transient
 
 BASE_FIELDS = [
     pa.field("source_uri", pa.string(), nullable=False),
@@ -113,11 +113,11 @@ class Writer:
     Returns a one-row summary batch (file name and counts) that the driver aggregates for progress.
     """
 
-    def __init__(self, output_uri: str, compression: str = "zstd", retry: storage.RetryPolicy | None = None):
+    def __init__(self, output_uri: str, compression: str = "zstd", retry: transient.RetryPolicy | None = None):
         self.output_uri = output_uri
         self.compression = compression
         self.schema = output_schema()
-        self.retry = retry or storage.RetryPolicy()
+        self.retry = retry or transient.RetryPolicy()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         pending = np.asarray(batch.get("_pending", np.zeros(len(batch["source_uri"]), bool)), bool)
@@ -150,7 +150,7 @@ class Writer:
 
     def _write(self, table: pa.Table, folder: str, name: str) -> None:
         uri = self._uri(folder, name)
-        storage.retrying(lambda: _write_parquet(table, uri, self.compression), self.retry, f"write {uri}")
+        transient.retrying(lambda: _write_parquet(table, uri, self.compression), self.retry, f"write {uri}")
 
     def _uri(self, folder: str, name: str) -> str:
         return storage.join(self.output_uri, folder, f"{name}.parquet")

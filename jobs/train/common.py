@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from jobs.common import storage
+from jobs.common import storage, transient
 from jobs.common.config import RayConfig, RetryConfig, StrictModel
 from jobs.common.storage import read_json, write_json
 
@@ -146,7 +146,7 @@ def train_epochs(
     checkpoint: Callable[[int, dict], bytes],
     patience: int = 0,
     pointer: dict | None = None,
-    retry: storage.RetryPolicy | None = None,
+    retry: transient.RetryPolicy | None = None,
 ) -> None:
     """The epoch loop of a Ray Train worker, written once for every job.
 
@@ -159,11 +159,11 @@ def train_epochs(
     """
     import ray.train
 
-    policy = retry or storage.RetryPolicy()
+    policy = retry or transient.RetryPolicy()
 
     def put(uri: str, data: bytes | dict | list) -> None:
         write = storage.write_bytes if isinstance(data, bytes) else write_json
-        storage.retrying(lambda: write(uri, data), policy, f"write {uri}")
+        transient.retrying(lambda: write(uri, data), policy, f"write {uri}")
 
     rank = ray.train.get_context().get_world_rank()
     for epoch in range(progress.start, epochs):

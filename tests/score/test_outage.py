@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.common import storage
+from jobs.common import storage, transient
 from jobs.common.config import DecodeConfig
 from jobs.common.s3server import EmbeddedS3
 from jobs.score.ingest import PENDING, Decoder
@@ -54,7 +54,7 @@ def _rows(decoder: Decoder, uris: list[str]) -> list[dict]:
 def test_a_read_during_an_outage_is_pending_not_dead(flaky_store):
     server, uris = flaky_store
     server.down()
-    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=1.0)), uris[:2])
+    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=transient.RetryPolicy(budget_s=1.0)), uris[:2])
     assert [r["_pending"] for r in rows] == [True, True] and not any(r["_dead"] or r["_last"] for r in rows)
     assert {r["error_code"] for r in rows} == {PENDING} and "store unavailable" in rows[0]["error"]
 
@@ -65,7 +65,7 @@ def test_a_read_rides_out_a_restart_of_the_store(flaky_store):
     restart = threading.Timer(2.0, server.up)
     restart.start()
     started = time.monotonic()
-    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=60.0)), uris)
+    rows = _rows(Decoder(DecodeConfig(), keep_pixels=False, retry=transient.RetryPolicy(budget_s=60.0)), uris)
     restart.join()
     assert time.monotonic() - started >= 2.0  # it did wait for the store
     assert [r["error_code"] for r in rows] == [""] * N_IMAGES and all(r["_last"] for r in rows)
@@ -78,16 +78,16 @@ def test_the_writer_commits_nothing_of_pending_rows_and_retries_its_writes(flaky
     good = next(decoder({"uri": np.array(uris[:1]), "size": np.array([-1]), "kind": np.array(["image"]),
                          "skip": np.array([""])}))  # fmt: skip
     server.down()
-    pending = next(Decoder(DecodeConfig(), keep_pixels=False, retry=storage.RetryPolicy(budget_s=0.5))(
+    pending = next(Decoder(DecodeConfig(), keep_pixels=False, retry=transient.RetryPolicy(budget_s=0.5))(
         {"uri": np.array(uris[1:2]), "size": np.array([-1]), "kind": np.array(["image"]), "skip": np.array([""])}
     ))  # fmt: skip
     batch = {k: np.concatenate([good[k], pending[k]]) for k in good}
     local = Writer(str(tmp_path / "out"))(batch)
     assert int(local["rows"][0]) == 1 and int(local["pending"][0]) == 1 and str(local["pending_sources"][0]) == uris[1]
-    with pytest.raises(storage.TransientError, match="store unavailable"):
-        Writer("s3://flaky/out", retry=storage.RetryPolicy(budget_s=0.5))(good)
+    with pytest.raises(transient.TransientError, match="store unavailable"):
+        Writer("s3://flaky/out", retry=transient.RetryPolicy(budget_s=0.5))(good)
     threading.Timer(1.5, server.up).start()
-    summary = Writer("s3://flaky/out", retry=storage.RetryPolicy(budget_s=60.0))(good)
+    summary = Writer("s3://flaky/out", retry=transient.RetryPolicy(budget_s=60.0))(good)
     assert int(summary["rows"][0]) == 1 and storage.exists(f"s3://flaky/out/_commits/{summary['file'][0]}.parquet")
 
 
