@@ -107,7 +107,9 @@ class Generator(nn.Module):
         h, w = x.shape[-2:]
         m = self.multiple
         pad_h, pad_w = -h % m, -w % m
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect") if pad_h or pad_w else x
+        # reflect needs a side longer than its pad; a tiny side (a 1-pixel strip) repeats its edge instead
+        mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
         y = self.head(F.pixel_unshuffle(padded, self.cfg.unshuffle))  # (B, w, H/u, W/u)
         skips = []
         for encode, down in zip(self.encoders, self.downs, strict=True):

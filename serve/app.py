@@ -11,7 +11,9 @@ FastAPI reads the routes' annotations at class creation, so this module does not
 
 import asyncio
 import json
+import logging
 import os
+import re
 import time
 from typing import Literal
 
@@ -20,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
-from serve.config import DeploymentSettings, ServeSettings, load_serve_settings
+from serve.config import DeploymentSettings, ServeSettings, has_dot_segment, load_serve_settings
+from serve.keys import KeyRing
 from serve.models import MODELS, Model
 
+log = logging.getLogger(__name__)
 APP_NAME = "mediascore"
 MaskFormat = Literal["rle", "coco", "png", "none"]  # serve.encoding.MASK_FORMATS
 IMAGE_BODY = {
@@ -112,6 +116,25 @@ def _decode_status(code: str) -> int:
     return 413 if code == "image_too_large" else 415
 
 
+def _error_status(code: str | None) -> int:
+    """The status of a model's answer for one input: the input's fault (4xx) unless the code says otherwise.
+
+    ``image_*``/``empty_*``: the bytes past the header did not decode (413/415); ``model_error`` and
+    ``stage_error``: the model could not process this image (422). Anything else is our fault (500).
+    """
+    if code and code.startswith(("image_", "empty_")):
+        return _decode_status(code)
+    return 422 if code in ("model_error", "stage_error") else 500
+
+
+def _short_reason(name: str, error: str, code: str | None) -> str:
+    """A reason without internals: no file paths, library build strings or tracebacks reach the client."""
+    if code and code.startswith(("image_", "empty_")):
+        return error
+    failed = sorted(set(re.findall(r"stage_error: (\w+):", error))) or [name]
+    return f"the {'/'.join(failed)} model could not process this image"
+
+
 def _uri_from_body(body: bytes) -> str:
     """The object URI that a JSON body ``{"uri": ...}`` names, checked before any store is asked.
 
@@ -146,8 +169,7 @@ class Gateway:
         from ray.util.metrics import Counter, Histogram
 
         self.cfg = ServeSettings.model_validate(settings)
-        extra = [k.strip() for k in os.environ.get(self.cfg.api_keys_env, "").split(",") if k.strip()]
-        self.keys = set(self.cfg.api_keys) | set(extra)
+        self.keys = KeyRing(self.cfg.api_keys, os.environ.get(self.cfg.api_keys_env, ""), self.cfg.api_keys_file)
         self.handles = {"score": score, "localize": localize, "ocr": ocr, "restore": restore}
         self.started = time.time()
         self.requests = Counter(
@@ -161,7 +183,7 @@ class Gateway:
         )
 
     def _check_key(self, request: Request) -> None:
-        if self.keys and request.headers.get("x-api-key") not in self.keys:
+        if not self.keys.accepts(request.headers.get("x-api-key")):
             raise HTTPException(401, detail="missing or invalid X-API-Key")
 
     def _check_size(self, size: int) -> None:
@@ -172,10 +194,12 @@ class Gateway:
         from jobs.common import storage, transient
 
         uri = _uri_from_body(body)
-        if not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
+        if has_dot_segment(uri) or not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
             raise HTTPException(403, detail=f"{uri} is not under a readable prefix ({self.cfg.uri_prefixes})")
         try:
-            data = await asyncio.to_thread(storage.read_bytes, uri)
+            data = await asyncio.to_thread(storage.read_bytes, uri, self.cfg.max_body_bytes)
+        except storage.ObjectTooLarge as exc:
+            raise HTTPException(413, detail=str(exc)) from None
         except FileNotFoundError:
             raise HTTPException(404, detail=f"no object at {uri}") from None
         except OSError as exc:
@@ -184,7 +208,6 @@ class Gateway:
                 detail = "object store unavailable, retry later"
                 raise HTTPException(503, detail=detail, headers={"Retry-After": retry}) from None
             raise HTTPException(502, detail=f"could not read {uri}: {exc}") from None
-        self._check_size(len(data))
         return data
 
     async def _image(self, request: Request) -> bytes:
@@ -211,22 +234,28 @@ class Gateway:
         return body
 
     async def _call(self, name: str, body: bytes, **params):
-        """One model call: a full model queue becomes 503 + Retry-After, an image that fails to decode past its
-        header 415, a model failure a JSON 500."""
-        from ray.serve.exceptions import BackPressureError
+        """One model call. A full model queue, or a replica that died or is restarting, becomes 503 + Retry-After;
+        an image that fails to decode past its header 413/415; a model that cannot process this one image 422. The
+        client gets a short reason, the log the whole error."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
-        deployment = getattr(self.cfg, f"{name}_deployment")
+        retry = {"Retry-After": str(max(1, round(getattr(self.cfg, f"{name}_deployment").retry_after_s)))}
         try:
             result = await self.handles[name].predict.remote((body, params | {"max_pixels": self.cfg.max_pixels}))
         except BackPressureError:
-            retry = str(max(1, round(deployment.retry_after_s)))
-            raise HTTPException(503, detail="over capacity, retry later", headers={"Retry-After": retry}) from None
-        except Exception as exc:  # the replica survived (stages catch per row); say what failed
-            raise HTTPException(500, detail=f"{name} model failed: {type(exc).__name__}: {exc}") from None
+            raise HTTPException(503, detail="over capacity, retry later", headers=retry) from None
+        except (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError) as exc:
+            log.warning("%s model unavailable: %s", name, exc)
+            raise HTTPException(503, detail=f"the {name} model is restarting, retry later", headers=retry) from None
+        except Exception:
+            log.exception("%s model failed", name)
+            raise HTTPException(500, detail=f"internal error in the {name} model") from None
         error, code = result.pop("error", None), result.pop("error_code", None)
         if error:
-            status = _decode_status(code) if code and code.startswith(("image_", "empty_")) else 500
-            raise HTTPException(status, detail=error if status != 500 else f"{name} model failed: {error}")
+            status = _error_status(code)
+            log.log(logging.INFO if status < 500 else logging.ERROR, "%s: %s (%s)", name, error, code)
+            raise HTTPException(status, detail=_short_reason(name, error, code))
         return result
 
     async def _timed(self, route: str, work):
@@ -349,8 +378,11 @@ def serve_config(settings: ServeSettings) -> dict:
         "args": {"settings": settings.model_dump(mode="json", exclude={"models"}, exclude_defaults=True)},
         "deployments": [{"name": cls.__name__, "user_config": user_config(cls, settings)} for cls in MODELS.values()],
     }
-    return {"proxy_location": "EveryNode", "http_options": {"host": settings.host, "port": settings.port},
-            "applications": [app]}  # fmt: skip
+    return {"proxy_location": "EveryNode", "http_options": _http_options(settings), "applications": [app]}
+
+
+def _http_options(settings: ServeSettings) -> dict:
+    return {"host": settings.host, "port": settings.port, "request_timeout_s": settings.request_timeout_s}
 
 
 def start(settings: ServeSettings, address: str | None = None, num_cpus: int | None = None, timeout_s: float = 600):
@@ -363,7 +395,7 @@ def start(settings: ServeSettings, address: str | None = None, num_cpus: int | N
 
     if not ray.is_initialized():
         ray.init(address=address or "local", num_cpus=None if address else num_cpus, include_dashboard=False)
-    client = serve_start(http_options={"host": settings.host, "port": settings.port})
+    client = serve_start(http_options=_http_options(settings))
     client.deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)))
     deadline = time.time() + timeout_s
     while True:

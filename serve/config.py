@@ -7,10 +7,12 @@ find it whatever their working directory; ``s3://`` URIs are read with the stand
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from jobs.common import storage
 from jobs.common.config import ModelSections, StrictModel, load_yaml
 
 
@@ -47,6 +49,10 @@ class ServeSettings(StrictModel):
     )
     api_keys: list[str] = Field([], description="accepted X-API-Key values; empty (and none in the env): no key")
     api_keys_env: str = Field("MEDIASCORE_API_KEYS", description="comma-separated keys added from this variable")
+    api_keys_file: str | None = Field(
+        None, description="one key per line (# comments), read again whenever the file changes: no restart needed"
+    )
+    request_timeout_s: float = Field(120.0, gt=0, description="the HTTP proxy answers 408 past this")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     score_deployment: DeploymentSettings = DeploymentSettings(num_cpus=0.5)
@@ -54,6 +60,37 @@ class ServeSettings(StrictModel):
     ocr_deployment: DeploymentSettings = DeploymentSettings()
     restore_deployment: DeploymentSettings = DeploymentSettings(max_batch_size=4)
     gateway: DeploymentSettings = DeploymentSettings(num_cpus=0.1, max_ongoing_requests=256, max_queued_requests=512)
+
+    @field_validator("uri_prefixes")
+    @classmethod
+    def _prefixes(cls, prefixes: list[str]) -> list[str]:
+        return [check_prefix(p) for p in prefixes]
+
+
+def check_prefix(prefix: str) -> str:
+    """A readable prefix as the gateway matches it: ``s3://`` (any bucket), ``s3://bucket/...`` or an absolute
+    local directory, ending in ``/`` so that ``s3://media`` does not also open ``s3://media-private``.
+
+    ``file://`` prefixes and relative paths are refused: a relative path means whatever the replica's working
+    directory holds. Storage reads S3 and local paths only, so a body cannot reach an HTTP address (link-local or
+    cloud metadata ones included); the S3 endpoint comes from the server's environment, never from a request.
+    """
+    if prefix == "s3://":
+        return prefix
+    if prefix.startswith("s3://"):
+        storage.check_uri(prefix)
+    elif not prefix.startswith("/"):
+        raise ValueError(f"{prefix!r}: a prefix is s3://..., or an absolute directory (file:// is not served)")
+    if has_dot_segment(prefix):
+        raise ValueError(f"{prefix!r}: a prefix may not hold '.' or '..' segments")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def has_dot_segment(uri: str) -> bool:
+    """``uri`` has a ``.`` or ``..`` path segment (``/`` or ``\\`` separated), which a local filesystem, or a store
+    that normalizes keys, would resolve outside the prefix it seems to be under."""
+    path = uri.split("://", 1)[-1]
+    return any(part in (".", "..") for part in re.split(r"[/\\]", path))
 
 
 def load_serve_settings(path: str | Path | None = None, overrides: dict | None = None) -> ServeSettings:

@@ -123,9 +123,20 @@ class Model:
             except DecodeError as exc:
                 results[i] = {"error": str(exc), "error_code": exc.code}
         if good:
-            for i, result in zip(good, self.run(runner, images, [items[i][1] for i in good]), strict=True):
+            for i, result in zip(good, self._run_isolated(runner, images, [items[i][1] for i in good]), strict=True):
                 results[i] = result
         return results
+
+    def _run_isolated(self, runner, images: list[np.ndarray], params: list[dict]) -> list[dict]:
+        """The batch at once; when it raises, each image alone, so one image the model cannot process fails by
+        itself (``model_error``) and the others of its batch are answered."""
+        try:
+            return self.run(runner, images, params)
+        except Exception as exc:
+            if len(images) == 1:
+                log.warning("%s failed on a %s image: %r", type(self).__name__, images[0].shape, exc)
+                return [{"error": f"{type(exc).__name__} on a {images[0].shape} image", "error_code": "model_error"}]
+        return [self._run_isolated(runner, [image], [param])[0] for image, param in zip(images, params, strict=True)]
 
     def describe(self) -> dict:
         return {"loaded": self.runner is not None, "loads": self.loads, "models": self.info, "error": self.error}
@@ -177,6 +188,7 @@ class ScoreModel(Model):
                     "cam_box": _ints(out["cam_box"][i]),
                     "models": {"fusion": out["fusion_model"][i] or "", "cam": out["cam_model"][i] or ""},
                     "error": out["error"][i],
+                    "error_code": out["error_code"][i],
                 }
             )
         return results
@@ -232,6 +244,7 @@ class OcrModel(Model):
                 "boxes": [_ints(box) for box in (out["ocr_boxes"][i] or [])],
                 "confidences": [float(s) for s in (out["ocr_scores"][i] or [])],
                 "error": out["error"][i],
+                "error_code": out["error_code"][i],
             }
             for i in range(len(images))
         ]

@@ -155,6 +155,7 @@ class OcrConfig(StrictModel):
     presence_threshold: float = Field(0.5, ge=0, le=1)
     presence_min_aspect: float = Field(1.5, ge=0, description="width / height a region needs to count as text")
     max_side: int = Field(2000, ge=64, description="larger images are scaled down to this before OCR")
+    max_aspect: float = Field(8.0, ge=1, description="thinner images are padded to this long/short side ratio")
     threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads per engine; 0: runtime default")
     resources: Resources = Resources(num_cpus=1.0, batch_size=8, concurrency=1)
 

@@ -338,12 +338,24 @@ def _head(client, bucket: str, key: str) -> int | None:
         raise
 
 
-def read_bytes(uri: str) -> bytes:
-    """Read a whole object. Raises ``FileNotFoundError`` when it does not exist, :class:`InvalidURI` (before any
-    request) when ``uri`` cannot name an object."""
+class ObjectTooLarge(ValueError):
+    """An object longer than the reader's limit; raised after reading only one byte more than the limit."""
+
+    def __init__(self, uri: str, limit: int):
+        super().__init__(f"{uri} is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """Read a whole object, or refuse one longer than ``max_bytes`` (:class:`ObjectTooLarge`) without reading more
+    than ``max_bytes + 1`` bytes of it. Raises ``FileNotFoundError`` when it does not exist, :class:`InvalidURI`
+    (before any request) when ``uri`` cannot name an object."""
     fs, path = resolve(uri, object_key=True)
     with fs.open_input_stream(path) as f:
-        return f.read()
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ObjectTooLarge(uri, max_bytes)
+    return data
 
 
 def write_bytes(uri: str, data: bytes) -> None:

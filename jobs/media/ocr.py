@@ -150,6 +150,24 @@ def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str]
     return "".join(out)
 
 
+def pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
+    """``image`` padded at the bottom or right, with its median colour, to at most ``max_aspect`` times as long as
+    it is short; its own pixels keep their coordinates.
+
+    The detector scales an image's shorter side up to ``det_limit_side``; on a 1 x 2000 strip that is a
+    736 x 1,472,000 input (tens of gigabytes), so the strip first becomes 250 x 2000 and is seen at its own scale.
+    """
+    height, width = image.shape[:2]
+    short = max(1, int(np.ceil(max(height, width) / max_aspect)))
+    if min(height, width) >= short:
+        return image
+    colour = np.median(image.reshape(-1, image.shape[2]), axis=0).astype(image.dtype)
+    out = np.empty((max(height, short), max(width, short), image.shape[2]), image.dtype)
+    out[...] = colour
+    out[:height, :width] = image
+    return out
+
+
 def ctc_decode(probs: np.ndarray, alphabet: list[str]) -> tuple[list[str], list[float], float]:
     """Greedy CTC over ``probs`` ``(T, K)`` (index 0 is the blank): characters, their center time steps, and the
     mean probability of the emitted characters (0 when none)."""
@@ -263,11 +281,12 @@ class OcrEngine:
         pooled: list[tuple[int, np.ndarray]] = []  # (image index, quad) per crop
         crops: list[np.ndarray] = []
         for i, image in enumerate(images):
-            bgr = np.ascontiguousarray(image[:, :, ::-1])
+            bgr = pad_to_aspect(np.ascontiguousarray(image[:, :, ::-1]), self.cfg.max_aspect)
             if self.cfg.presence_side and not self.text_present(bgr):
                 results[i].skipped = True
                 continue
             quads, line_crops = self._detect(bgr)
+            quads = np.clip(quads, 0, [image.shape[1] - 1, image.shape[0] - 1]) if len(quads) else quads
             pooled += [(i, q) for q in quads]
             crops += line_crops
         if crops and self.cfg.use_angle_cls:

@@ -83,12 +83,20 @@ def _models(uris: dict, cam: str | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(ray_local, checkpoints, free_port_module):
+def key_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "api_keys"
+    path.write_text("# rotated keys, one per line\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, checkpoints, free_port_module, key_file):
     from ray import serve
 
     from serve.app import start
 
-    settings = ServeSettings.model_validate(_settings_dict(_models(checkpoints)) | {"port": free_port_module})
+    extra = {"port": free_port_module, "api_keys_file": str(key_file)}
+    settings = ServeSettings.model_validate(_settings_dict(_models(checkpoints)) | extra)
     url = start(settings, timeout_s=300)
     yield url
     serve.shutdown()
@@ -248,6 +256,9 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
     cases["malformed json"] = (requests.post(url, data=b"{uri:", headers=json_headers, timeout=60), 400)
     cases["json without uri"] = (_post(url, json={"path": "x"}), 400)
     cases["uri outside the prefixes"] = (_post(url, json={"uri": "file:///etc/passwd"}), 403)
+    cases["local path"] = (_post(url, json={"uri": "/etc/passwd"}), 403)
+    cases["dot segments"] = (_post(url, json={"uri": "s3://media/a/../../models/serve/cam_tiny.pt"}), 403)
+    cases["another bucket sharing the prefix's name"] = (_post(url, json={"uri": "s3://media-private/x.png"}), 403)
     cases["missing object"] = (_post(url, json={"uri": "s3://media/nope.png"}), 404)
     cases["invalid bucket name"] = (_post(url, json={"uri": "s3://../../etc/passwd"}), 400)
     cases["a bucket, not an object"] = (_post(url, json={"uri": "s3://media/"}), 400)
@@ -268,6 +279,47 @@ def test_a_key_is_required_when_keys_are_set(server):
     for route in ("score", "localize", "ocr", "restore"):
         assert _post(f"{server}/v1/{route}", body, key=None).status_code == 401
         assert _post(f"{server}/v1/{route}", body, key="wrong").status_code == 401
+        assert _post(f"{server}/v1/{route}", body, key=KEY[:-1]).status_code == 401  # a prefix of a key is not it
+
+
+def _status_within(url: str, body: bytes, key: str, status: int, timeout_s: float = 15.0) -> int:
+    deadline = time.time() + timeout_s
+    while (code := _post(url, body, key=key).status_code) != status and time.time() < deadline:
+        time.sleep(0.5)
+    return code
+
+
+def test_keys_in_the_key_file_are_reloaded_without_a_restart(server, key_file):
+    url, body = f"{server}/v1/ocr", _png(np.full((40, 60, 3), 255, np.uint8))
+    assert _post(url, body, key="rotated-1").status_code == 401
+    key_file.write_text("rotated-1\n# a comment\n")
+    assert _status_within(url, body, "rotated-1", 200) == 200
+    key_file.write_text("rotated-2\n")
+    assert _status_within(url, body, "rotated-1", 401) == 401
+    assert _post(url, body, key="rotated-2").status_code == 200
+    assert _post(url, body, key=KEY).status_code == 200  # the config's own keys stay
+
+
+def _encoded(image: np.ndarray, fmt: str, **options) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def test_tiny_thin_and_odd_sized_images_work_on_every_route(server):
+    """A 1x1 lossless WebP once gave a 500 with a traceback on /v1/restore, and a 1x2000 strip made the OCR
+    detector ask for 10 GB; every shape is answered."""
+    rng = np.random.default_rng(7)
+    shapes = {"1x1 webp": ((1, 1), "WEBP", {"lossless": True}), "2x3 png": ((2, 3), "PNG", {}),
+              "1x2000 png": ((1, 2000), "PNG", {}), "1500x1 png": ((1500, 1), "PNG", {}),
+              "7x13 jpeg": ((7, 13), "JPEG", {}), "17x1021 gif": ((17, 1021), "GIF", {})}  # fmt: skip
+    for name, ((h, w), fmt, options) in shapes.items():
+        body = _encoded(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), fmt, **options)
+        for route in ("score", "localize", "ocr", "restore"):
+            response = _post(f"{server}/v1/{route}", body)
+            assert response.status_code == 200, (name, route, response.status_code, response.text[:300])
+        restored = np.asarray(Image.open(io.BytesIO(response.content)))
+        assert restored.shape[:2] == (h, w), name
 
 
 def test_overload_is_shed_with_503_and_retry_after(server):

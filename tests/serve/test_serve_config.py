@@ -48,3 +48,18 @@ def test_bad_settings_are_named():
         load_serve_settings(overrides={"score_deployment": {"max_batch_size": 0}})
     with pytest.raises(ConfigError, match="nonsense"):
         load_serve_settings(overrides={"nonsense": 1})
+
+
+def test_uri_prefixes_end_on_a_segment_and_refuse_file_urls_relative_paths_and_dot_segments():
+    settings = load_serve_settings(overrides={"uri_prefixes": ["s3://media", "s3://", "/srv/frames"]})
+    assert settings.uri_prefixes == ["s3://media/", "s3://", "/srv/frames/"]
+    for bad in ("file:///etc/", "frames/", "s3://media/../models/", "/srv/./frames/", "http://169.254.169.254/"):
+        with pytest.raises(ConfigError, match="uri_prefixes"):
+            load_serve_settings(overrides={"uri_prefixes": [bad]})
+
+
+def test_dot_segments_are_found_with_either_separator():
+    from serve.config import has_dot_segment
+
+    assert has_dot_segment("s3://media/a/../b") and has_dot_segment("/srv/x/..") and has_dot_segment("a\\..\\b")
+    assert not has_dot_segment("s3://media/a..b/.hidden/c...png")
