@@ -90,13 +90,18 @@ def key_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(ray_local, checkpoints, free_port_module, key_file):
+def settings_of(free_port_module, key_file):
+    """The test server's settings with these models: the same for every deployment, so only the models change."""
+    return lambda models: _settings_dict(models) | {"port": free_port_module, "api_keys_file": str(key_file)}
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, checkpoints, settings_of):
     from ray import serve
 
     from serve.app import start
 
-    extra = {"port": free_port_module, "api_keys_file": str(key_file)}
-    settings = ServeSettings.model_validate(_settings_dict(_models(checkpoints)) | extra)
+    settings = ServeSettings.model_validate(settings_of(_models(checkpoints)))
     url = start(settings, timeout_s=300)
     yield url
     serve.shutdown()
@@ -339,7 +344,7 @@ def test_openapi_documents_every_route(server):
     assert "application/json" in spec["paths"]["/v1/score"]["post"]["requestBody"]["content"]
 
 
-def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, checkpoints, free_port_module):
+def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, checkpoints, settings_of):
     from jobs.common import storage
     from serve.app import start
 
@@ -355,7 +360,7 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     thread = threading.Thread(target=traffic)
     thread.start()
     time.sleep(1.0)
-    settings = _settings_dict(_models(checkpoints, cam=new_uri)) | {"port": free_port_module}
+    settings = settings_of(_models(checkpoints, cam=new_uri))
     start(ServeSettings.model_validate(settings), timeout_s=300)
     time.sleep(1.0)
     stop.set()
@@ -369,12 +374,12 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     assert state["restore"]["loads"] == 1  # deployments whose models did not change were left alone
 
 
-def test_a_checkpoint_that_fails_to_load_leaves_the_old_model_serving(server, checkpoints, free_port_module):
+def test_a_checkpoint_that_fails_to_load_leaves_the_old_model_serving(server, checkpoints, settings_of):
     from serve.app import start
 
     current = "s3://models/serve/cam_v2.pt"  # what the rollout test left
     body = _png(_text_image())
-    broken = _settings_dict(_models(checkpoints, cam="s3://models/serve/missing.pt")) | {"port": free_port_module}
+    broken = settings_of(_models(checkpoints, cam="s3://models/serve/missing.pt"))
     with pytest.raises(RuntimeError, match="kept their previous models"):
         start(ServeSettings.model_validate(broken), timeout_s=300)
     answer = _post(f"{server}/v1/localize", body, params={"mask": "none"})
@@ -383,18 +388,18 @@ def test_a_checkpoint_that_fails_to_load_leaves_the_old_model_serving(server, ch
     assert "missing.pt" in state["error"] and state["models"]["cam"]["uri"] == current
     assert requests.get(f"{server}/readyz", timeout=60).status_code == 200
 
-    good = _settings_dict(_models(checkpoints, cam=current)) | {"port": free_port_module}
+    good = settings_of(_models(checkpoints, cam=current))
     start(ServeSettings.model_validate(good), timeout_s=300)  # back to what runs: the error clears
     assert requests.get(f"{server}/v1/models", timeout=60).json()["models"]["localize"]["error"] is None
 
 
-def test_a_deployment_scales_out_under_load(server, checkpoints, free_port_module):
+def test_a_deployment_scales_out_under_load(server, checkpoints, settings_of):
     """Last in this module: it leaves the OCR deployment with two replicas."""
     from ray import serve
 
     from serve.app import start
 
-    settings = _settings_dict(_models(checkpoints)) | {"port": free_port_module}
+    settings = settings_of(_models(checkpoints))
     settings["ocr_deployment"] |= {"max_replicas": 2, "target_ongoing_requests": 1, "upscale_delay_s": 0.5}
     start(ServeSettings.model_validate(settings), timeout_s=300)  # an autoscaling change: no restart
 
