@@ -92,9 +92,18 @@ class DecodeConfig(StrictModel):
     ``mismatched_content`` decides what happens when the bytes are another kind of media than the name says
     (a video named ``.jpg``): ``reject`` dead-letters it (default: a pipeline that trusts names should hear about
     it), ``follow`` decodes it by its content.
+
+    Hostile input is refused with a reason before it costs memory or minutes: an image over ``max_pixels``
+    (from its header) or ``max_image_bytes`` (from its listed size), a video whose frames are over ``max_pixels``,
+    or that needs more than ``max_frames_total`` packets or ``max_seconds`` (a stream of a million tiny packets,
+    one that never ends or loops). ``max_seconds`` is wall-clock time, so it depends on the machine: keep it a
+    guard against runaway inputs, far above what a real video takes.
     """
 
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="decompression-bomb guard, checked before decoding")
+    max_image_bytes: int = Field(256_000_000, ge=1, description="larger image objects are refused before reading")
+    max_frames_total: int = Field(100_000, ge=1, description="packets demuxed per video, whatever the sampling")
+    max_seconds: float = Field(600.0, gt=0, description="seconds of decoding per video")
     mismatched_content: Literal["reject", "follow"] = "reject"
     video: VideoSampling = VideoSampling()
     rows_per_block: int = Field(16, ge=1, description="decoded rows handed downstream at a time")

@@ -80,3 +80,36 @@ def retrying(call, policy: RetryPolicy, what: str, sleep=None, clock=None):
                 raise TransientError(f"{what}: store unavailable for {spent:.0f} s ({attempt} tries); {last}") from exc
             wait = random.uniform(0, min(policy.max_s, policy.initial_s * 2 ** (attempt - 1)))
             sleep(min(wait, max(0.0, policy.budget_s - spent)))
+
+
+class RetryingReader:
+    """A seekable, read-only file object over a random-access store handle (pyarrow's ``open_input_file``) whose
+    every read is a ranged read retried under ``policy``: a large video decoded straight from S3 rides out a
+    restart of the store in the middle of a frame. It keeps its own position, so a failed read never leaves the
+    handle half-advanced. Reads that outlive the budget raise :class:`TransientError`."""
+
+    def __init__(self, handle, policy: RetryPolicy, what: str):
+        self.handle, self.policy, self.what = handle, policy, what
+        self.size = handle.size()
+        self.position = 0
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.size - self.position if n is None or n < 0 else min(n, self.size - self.position)
+        if n <= 0:
+            return b""
+        data = retrying(lambda: self.handle.read_at(n, self.position), self.policy, self.what)
+        self.position += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = max(0, offset + (0, self.position, self.size)[whence])
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.handle.close()

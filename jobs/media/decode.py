@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from jobs.common import transient
 from jobs.common.config import DEFAULT_MAX_PIXELS, VideoSampling
 
 
@@ -147,18 +149,56 @@ class VideoInfo:
     height: int
 
 
-def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> Iterator[VideoFrame | VideoInfo]:
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one video may cost before it is refused (``video_too_large``, ``video_over_budget``): the pixels of a
+    frame (checked from the stream's header before any frame is decoded, and on every frame), the packets demuxed
+    (a stream of a million tiny packets, or one that never ends or loops, runs into it whatever the sampling), and
+    the seconds spent in the video."""
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_frames_total: int = 100_000
+    max_seconds: float = math.inf
+
+
+class _Budget:
+    def __init__(self, limits: DecodeLimits):
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.max_seconds
+        self.packets = 0
+
+    def packet(self) -> None:
+        self.packets += 1
+        if self.packets > self.limits.max_frames_total:
+            detail = f"more than {self.limits.max_frames_total} packets (decode.max_frames_total)"
+            raise DecodeError("video_over_budget", detail)
+        if time.monotonic() > self.deadline:
+            raise DecodeError("video_over_budget", f"more than {self.limits.max_seconds:g} s (decode.max_seconds)")
+
+    def frame_size(self, width: int, height: int) -> None:
+        if width * height > self.limits.max_pixels:
+            pixels = width * height
+            raise DecodeError("video_too_large", f"{width}x{height} = {pixels} pixels > limit {self.limits.max_pixels}")
+
+
+def sample_video(
+    source, sampling: VideoSampling, keep_pixels: bool = True, limits: DecodeLimits | None = None
+) -> Iterator[VideoFrame | VideoInfo]:
     """Open a video (path or seekable file object) and yield its :class:`VideoInfo`, then the sampled frames.
 
     Frame indices come from presentation timestamps (``round(t * average_fps)``), so they are the same whether a
     frame was reached by seeking or by decoding from the start. Raises :class:`DecodeError`; an error after some
-    frames were yielded is raised as ``video_decode_error`` and the caller decides what the frames already given
-    are worth.
+    frames were yielded is raised as ``video_decode_error`` (or the budget's code) and the caller decides what the
+    frames already given are worth. A :class:`~jobs.common.transient.TransientError` from the source's reads
+    passes through: the store failed, not the video.
     """
     import av
 
+    budget = _Budget(limits or DecodeLimits())
     try:
         container = av.open(source, mode="r", buffer_size=1 << 20)
+    except transient.TransientError:
+        raise
     except Exception as exc:
         raise DecodeError("video_open_error", f"not a readable video container: {describe(exc)}") from None
     with container:
@@ -167,21 +207,25 @@ def sample_video(source, sampling: VideoSampling, keep_pixels: bool = True) -> I
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         info = _info(container, stream)
+        budget.frame_size(info.width, info.height)
         yield info
         try:
-            if sampling.policy == "keyframes":
-                frames = _keyframes(container, stream, info, sampling.max_frames, keep_pixels)
-            elif sampling.policy == "all":
-                frames = _every_frame(container, stream, info, sampling.max_frames, keep_pixels)
-            else:
-                interval = sampling.interval_s if sampling.policy == "interval" else 1.0 / sampling.fps
-                frames = _targets(container, stream, info, interval, sampling, keep_pixels)
-            ended_at = yield from frames
-        except DecodeError:
+            ended_at = yield from _sampled(container, stream, info, sampling, keep_pixels, budget)
+        except (DecodeError, transient.TransientError):
             raise
         except Exception as exc:
             raise DecodeError("video_decode_error", f"a frame cannot be decoded: {describe(exc)}") from None
         _check_complete(info, ended_at, sampling)
+
+
+def _sampled(container, stream, info: VideoInfo, sampling: VideoSampling, keep_pixels: bool, budget: _Budget):
+    clock = _Clock(stream, info.fps, budget)
+    if sampling.policy == "keyframes":
+        return _keyframes(container, stream, clock, sampling.max_frames, keep_pixels)
+    if sampling.policy == "all":
+        return _every_frame(container, stream, clock, sampling.max_frames, keep_pixels)
+    interval = sampling.interval_s if sampling.policy == "interval" else 1.0 / sampling.fps
+    return _targets(container, stream, info, clock, interval, sampling, keep_pixels)
 
 
 def _check_complete(info: VideoInfo, ended_at: float | None, sampling: VideoSampling) -> None:
@@ -211,13 +255,25 @@ def _info(container, stream) -> VideoInfo:
 
 
 class _Clock:
-    """Maps decoded frames to (index, seconds) relative to the stream's start."""
+    """Maps decoded frames to (index, seconds) relative to the stream's start, and demuxes within the budget."""
 
-    def __init__(self, stream, fps: float):
+    def __init__(self, stream, fps: float, budget: _Budget):
         self.tb = stream.time_base
         self.start = stream.start_time or 0
         self.fps = fps
         self.count = 0
+        self.budget = budget
+
+    def packets(self, container, stream) -> Iterator:
+        """``container.demux(stream)``, each packet counted against the budget."""
+        for packet in container.demux(stream):
+            self.budget.packet()
+            yield packet
+
+    def decode(self, container, stream) -> Iterator:
+        """``container.decode(stream)`` within the budget."""
+        for packet in self.packets(container, stream):
+            yield from packet.decode()
 
     def seconds(self, frame) -> float:
         if frame.pts is None or self.tb is None:
@@ -228,6 +284,7 @@ class _Clock:
         return round(seconds * self.fps) if self.fps else self.count
 
     def frame(self, frame, keep_pixels: bool) -> VideoFrame:
+        self.budget.frame_size(frame.width, frame.height)
         t = self.seconds(frame)
         pixels = frame.to_ndarray(format="rgb24") if keep_pixels else np.zeros((0, 0, 3), np.uint8)
         out = VideoFrame(index=self.index(t), timestamp_s=t, pixels=pixels, keyframe=bool(frame.key_frame))
@@ -235,11 +292,10 @@ class _Clock:
         return out
 
 
-def _every_frame(container, stream, info: VideoInfo, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
+def _every_frame(container, stream, clock: _Clock, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
     """Every decoded frame. Returns the last frame's time at the end of the stream, ``None`` at ``max_frames``."""
-    clock = _Clock(stream, info.fps)
     last = 0.0
-    for produced, frame in enumerate(container.decode(stream)):
+    for produced, frame in enumerate(clock.decode(container, stream)):
         if produced >= max_frames:
             return None
         sample = clock.frame(frame, keep_pixels)
@@ -248,11 +304,10 @@ def _every_frame(container, stream, info: VideoInfo, max_frames: int, keep_pixel
     return last
 
 
-def _keyframes(container, stream, info: VideoInfo, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
+def _keyframes(container, stream, clock: _Clock, max_frames: int, keep_pixels: bool) -> Iterator[VideoFrame]:
     """Keyframes only: other packets never reach the decoder (a decoder-side skip is not honoured by every codec)."""
-    clock = _Clock(stream, info.fps)
     produced = 0
-    for packet in container.demux(stream):
+    for packet in clock.packets(container, stream):
         if not packet.is_keyframe and packet.size > 0:  # size 0: the final packet that flushes the decoder
             continue
         for frame in packet.decode():
@@ -263,14 +318,13 @@ def _keyframes(container, stream, info: VideoInfo, max_frames: int, keep_pixels:
     return None
 
 
-def _targets(container, stream, info, interval: float, sampling: VideoSampling, keep_pixels: bool):
+def _targets(container, stream, info, clock: _Clock, interval: float, sampling: VideoSampling, keep_pixels: bool):
     """The first frame at or after each target time ``k * interval``; far targets are reached by seeking.
 
     Returns the last decoded frame's time when the stream ran dry, ``None`` when sampling ended on its own.
     """
-    clock = _Clock(stream, info.fps)
     tol = 0.25 / info.fps if info.fps else 0.0  # absorbs timestamps rounded to the container's time base
-    frames = container.decode(stream)
+    frames = clock.decode(container, stream)
     position = 0.0  # time of the last decoded frame
     last_index, produced, k = None, 0, 0
     while produced < sampling.max_frames:
@@ -280,7 +334,7 @@ def _targets(container, stream, info, interval: float, sampling: VideoSampling, 
         if target - position > sampling.seek_threshold_s:
             offset = int(math.floor(target / stream.time_base)) + (stream.start_time or 0)
             container.seek(offset, stream=stream, backward=True, any_frame=False)
-            frames = container.decode(stream)
+            frames = clock.decode(container, stream)
         chosen = None
         for frame in frames:
             position = clock.seconds(frame)

@@ -19,7 +19,7 @@ import numpy as np
 
 from jobs.common import storage, transient
 from jobs.common.config import DecodeConfig, ListingConfig
-from jobs.media.decode import DecodeError, VideoFrame, VideoInfo, decode_image, sample_video, sniff
+from jobs.media.decode import DecodeError, DecodeLimits, VideoFrame, VideoInfo, decode_image, sample_video, sniff
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class Decoder:
         self.cfg = cfg
         self.keep_pixels = keep_pixels
         self.retry = retry or transient.RetryPolicy()
+        self.limits = DecodeLimits(cfg.max_pixels, cfg.max_frames_total, cfg.max_seconds)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         rows: list[dict] = []
@@ -142,9 +143,13 @@ class Decoder:
                 raise FileNotFoundError(uri)
             base["source_size"] = info.size
         if kind == "video" and base["source_size"] > IN_MEMORY_VIDEO_BYTES:
-            handle = fs.open_input_file(path)
-            return None, handle, handle.read_at(64, 0)
-        data = storage.read_bytes(uri)
+            handle = transient.RetryingReader(fs.open_input_file(path), self.retry, f"read {uri}")
+            head = handle.read(64)
+            handle.seek(0)
+            return None, handle, head
+        if kind == "image" and base["source_size"] > self.cfg.max_image_bytes:
+            raise storage.ObjectTooLarge(uri, self.cfg.max_image_bytes)
+        data = storage.read_bytes(uri, self.cfg.max_image_bytes if kind == "image" else None)
         base["source_size"] = len(data)
         return data, None, data[:64]
 
@@ -155,6 +160,9 @@ class Decoder:
             raise
         except storage.InvalidURI as exc:
             raise DecodeError("invalid_uri", exc.reason) from None
+        except storage.ObjectTooLarge:
+            size, limit = base["source_size"], self.cfg.max_image_bytes
+            raise DecodeError("object_too_large", f"{size} bytes > limit {limit} (decode.max_image_bytes)") from None
         except FileNotFoundError:
             raise DecodeError("not_found", "the object does not exist (deleted after listing?)") from None
         except OSError as exc:
@@ -171,7 +179,7 @@ class Decoder:
             return
         source = handle if base["source_size"] > IN_MEMORY_VIDEO_BYTES else io.BytesIO(data)
         info = None
-        for item in sample_video(source, self.cfg.video, keep_pixels=self.keep_pixels):
+        for item in sample_video(source, self.cfg.video, keep_pixels=self.keep_pixels, limits=self.limits):
             if isinstance(item, VideoInfo):
                 info = item
                 continue

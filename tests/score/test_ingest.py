@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from jobs.common import storage
-from jobs.common.config import DecodeConfig, ListingConfig
+from jobs.common.config import DecodeConfig, ListingConfig, VideoSampling
 from jobs.score.ingest import Decoder, list_inputs
 
 EXPECTED_REASON = {
@@ -129,3 +129,29 @@ def test_an_invalid_uri_in_a_manifest_is_dead_lettered_with_its_reason():
     assert [(r["error_code"], r["_dead"]) for r in rows] == [("invalid_uri", True)] * 2
     assert "bucket name '..' must be 3 to 63 characters long" in rows[0]["error"]
     assert "names a bucket, not an object" in rows[1]["error"]
+
+
+def test_decode_limits_from_the_config_dead_letter_with_their_reasons(tmp_path):
+    """``decode.max_image_bytes`` is checked before an image is read (from its listed size, and again while it is
+    read, should the listing be stale); ``decode.max_frames_total`` bounds a video's packets."""
+    import io
+
+    from PIL import Image
+
+    from jobs.media.videoenc import encode_frames
+
+    image = tmp_path / "big.png"
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    image.write_bytes(buf.getvalue())
+    video = tmp_path / "clip.mkv"
+    video.write_bytes(encode_frames((np.zeros((16, 16, 3), np.uint8) for _ in range(60)), "mkv", "mpeg4", 25, 5,
+                                    (16, 16)))  # fmt: skip
+    cfg = DecodeConfig(max_image_bytes=1000, max_frames_total=20, video=VideoSampling(policy="all"))
+    objects = [(str(image), image.stat().st_size, "image"), (str(image), 10, "image"), (str(video), -1, "video")]
+    rows = _rows(Decoder(cfg, keep_pixels=False), _batch(objects))
+    assert [(r["error_code"], r["_dead"]) for r in rows[:2]] == [("object_too_large", True)] * 2
+    assert "(decode.max_image_bytes)" in rows[0]["error"]
+    frames, last = rows[2:-1], rows[-1]
+    assert len(frames) >= 1 and all(r["error_code"] == "" for r in frames)  # what was decoded is kept
+    assert last["error_code"] == "video_over_budget" and "decode.max_frames_total" in last["error"]

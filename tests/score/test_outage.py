@@ -117,3 +117,33 @@ def test_score_ends_non_zero_with_inputs_pending_and_the_rerun_does_them(flaky_s
     assert summary["pending"] == 0 and summary["dead_letter"] == 0 and summary["rows_written"] == N_IMAGES
     rows = pd.read_parquet(out / "rows")
     assert sorted(rows.source_uri) == sorted(uris) and not rows.duplicated(["source_uri", "frame_index"]).any()
+
+
+def test_a_large_video_read_in_ranges_rides_out_a_restart_mid_stream(flaky_store, monkeypatch):
+    """Videos over ``IN_MEMORY_VIDEO_BYTES`` are decoded from ranged reads; the limit is lowered so that a small
+    video takes that path. The store goes down after the first sampled frame, while the decoder still has to seek
+    and read, and comes back 2 s later: every frame arrives and nothing is an error."""
+    from jobs.common.config import VideoSampling
+    from jobs.media.videoenc import encode_frames
+    from jobs.score import ingest
+
+    server, _ = flaky_store
+    rng = np.random.default_rng(3)
+    frames = (rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(200))
+    data = encode_frames(frames, "mp4", "mpeg4", fps=25, gop=25, size=(128, 96))
+    assert len(data) > 1 << 20  # more than PyAV's read buffer: decoding has to read again later
+    uri = "s3://flaky/in/clip.mp4"
+    storage.write_bytes(uri, data)
+    monkeypatch.setattr(ingest, "IN_MEMORY_VIDEO_BYTES", 1)
+    cfg = DecodeConfig(video=VideoSampling(policy="interval", interval_s=3.0))
+    rows = Decoder(cfg, keep_pixels=False, retry=transient.RetryPolicy(budget_s=60.0)).rows_for(uri, len(data), "video")
+    first = next(rows)
+    server.down()
+    stopped = time.monotonic()
+    restart = threading.Timer(2.0, server.up)
+    restart.start()
+    rest = list(rows)
+    restart.join()
+    assert time.monotonic() - stopped >= 2.0  # the reads after the first frame waited for the store
+    assert [r["frame_index"] for r in [first, *rest]] == [0, 75, 150]
+    assert all(r["error_code"] == "" for r in rest) and rest[-1]["_last"]
