@@ -251,6 +251,8 @@ def _info(container, stream) -> VideoInfo:
     elif container.duration is not None:
         duration = container.duration / 1_000_000
     ctx = stream.codec_context
+    if ctx is None:
+        raise DecodeError("video_open_error", "the video stream's codec is not one the decoder knows")
     return VideoInfo(codec=ctx.name, fps=float(rate), duration_s=duration, width=ctx.width, height=ctx.height)
 
 
