@@ -14,7 +14,7 @@ define LOCK_HEADER
 endef
 export LOCK_HEADER
 
-.PHONY: install lock demo train serve test test-slow lint format bench s3-up s3-down clean
+.PHONY: install lock audit demo train serve test test-slow lint format bench s3-up s3-down clean
 
 install: $(STAMP)
 
@@ -38,6 +38,16 @@ lock:
 	{ echo "$$LOCK_HEADER"; $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable \
 		| sed -E 's/^(torch==[^+]+)[+].*/\1/'; } > $(LOCK)
 	rm -rf $(LOCK_VENV)
+
+# Known vulnerabilities of the locked versions, by pip-audit in a scratch venv (it asks PyPI's advisory data, so it
+# needs that service). --strict fails when a package could not be audited: an unreachable service is no pass.
+audit:
+	rm -rf .venv-audit
+	$(PYTHON) -m venv .venv-audit
+	.venv-audit/bin/python -m pip install --quiet pip-audit
+	grep -v '^#' $(LOCK) > .venv-audit/requirements.txt
+	.venv-audit/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off -r .venv-audit/requirements.txt
+	rm -rf .venv-audit
 
 demo: install
 	$(BIN)/mediascore demo

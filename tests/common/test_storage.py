@@ -1,5 +1,7 @@
 import pyarrow.fs as pafs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobs.common import storage
 
@@ -146,3 +148,25 @@ def test_every_legal_key_is_written_listed_and_read_exactly(s3, tricky_keys, put
         assert [o.uri for o in storage.list_objects(uri)] == [uri] and storage.exists(uri), uri
     storage.delete(f"{prefix}/img/pct lit.png")
     assert not storage.exists(f"{prefix}/img/pct lit.png") and storage.exists(f"{prefix}/img/pct%20lit.png")
+
+
+_FUZZ = settings(max_examples=400, deadline=None, database=None, derandomize=True)
+_BUCKETS = st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}(\.[a-z0-9-]{1,10})?[a-z0-9]", fullmatch=True).filter(
+    lambda name: storage.bucket_problem(name) is None
+)
+
+
+@_FUZZ
+@given(st.text(max_size=80))
+def test_any_text_is_a_uri_or_an_invalid_uri_with_a_reason(text):
+    try:
+        assert storage.check_uri(text, object_key=True) == text
+    except storage.InvalidURI as exc:
+        assert exc.reason and repr(text) in str(exc)
+
+
+@_FUZZ
+@given(_BUCKETS, st.text(min_size=1, max_size=200))
+def test_every_valid_bucket_and_key_parse_back_exactly(bucket, key):
+    location = storage.parse_s3(f"s3://{bucket}/{key}", object_key=True)
+    assert (location.bucket, location.key) == (bucket, key)

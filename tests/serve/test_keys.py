@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from serve.keys import KeyRing, parse_keys
 
 
@@ -43,3 +46,10 @@ def test_the_file_is_looked_at_no_more_often_than_asked(tmp_path):
     assert ring.accepts("first")
     path.write_text("second\n")
     assert ring.accepts("first") and not ring.accepts("second")  # the next look is an hour away
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(st.text(max_size=40))
+def test_any_header_value_is_answered_and_only_an_exact_key_opens(presented):
+    ring = KeyRing(["s3cr3t-key", "ключ-2"])
+    assert ring.accepts(presented) == (presented in ("s3cr3t-key", "ключ-2"))

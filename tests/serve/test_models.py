@@ -7,7 +7,6 @@ import io
 import numpy as np
 from PIL import Image
 
-from serve.app import _error_status, _short_reason
 from serve.models import Model
 
 
@@ -35,14 +34,3 @@ def test_one_image_the_model_cannot_process_fails_alone_and_its_batch_is_answere
     assert results[0] == {"width": 10} and results[3] == {"width": 5}
     assert results[1]["error_code"] == "model_error" and "RuntimeError" in results[1]["error"]
     assert results[2]["error_code"] == "image_decode_error"
-
-
-def test_model_failures_are_4xx_with_a_reason_that_names_no_internals():
-    assert _error_status("model_error") == 422 and _error_status("stage_error") == 422
-    assert _error_status("image_truncated") == 415 and _error_status("image_too_large") == 413
-    assert _error_status(None) == 500
-    error = "stage_error: ocr: error: OpenCV(4.14.0) /io/opencv/modules/core/src/alloc.cpp:73: error: (-4)"
-    assert _short_reason("score", error, "stage_error") == "the ocr model could not process this image"
-    assert _short_reason("restore", "RuntimeError on a (1, 1, 3) image", "model_error") == (
-        "the restore model could not process this image"
-    )

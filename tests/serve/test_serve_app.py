@@ -4,6 +4,7 @@ batching, limits, keys, shedding, and a checkpoint rolled out under load."""
 from __future__ import annotations
 
 import io
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from serve.app import _error_status, _short_reason
 from serve.config import ServeSettings
 
 KEY = "test-key"
@@ -425,3 +429,97 @@ def test_a_deployment_scales_out_under_load(server, checkpoints, settings_of):
         for thread in threads:
             thread.join()
     assert running() == 2
+
+
+@st.composite
+def _image_bodies(draw) -> bytes:
+    """Encoded images of any size and shape (tiny, thin, odd, over the pixel limit) in every format we read, or
+    random bytes: what a fuzzer sends as ``image/*``."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=512))
+    height, width = draw(st.sampled_from([(1, 1), (1, 2000), (2000, 1), (3, 5), (64, 64), (1001, 1000)]))
+    fmt = draw(st.sampled_from(["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"]))
+    value = draw(st.integers(0, 255))
+    return _encoded(np.full((height, width, 3), value, np.uint8), fmt)
+
+
+@pytest.fixture(scope="module")
+def api_schema(server):
+    import schemathesis
+
+    schemathesis.openapi.media_type("image/*", _image_bodies())
+    return schemathesis.openapi.from_url(f"{server}/openapi.json")
+
+
+def _fuzz_every_route(schema, examples: int) -> int:
+    """schemathesis' generated requests to every operation, with the key: every answer is below 500, or a 503 with
+    Retry-After, and no error names our internals. Driven through ``as_strategy`` rather than schemathesis' pytest
+    plugin, which does not run under this pytest. Returns how often each (operation, status) was seen."""
+    from collections import Counter
+
+    sent: Counter = Counter()
+
+    def check(case) -> None:
+        response = case.call(headers={"X-API-Key": KEY}, timeout=120)
+        sent[case.operation.label, response.status_code] += 1
+        detail = "" if response.status_code == 200 else response.content[:2000].decode("utf-8", "replace")
+        assert response.status_code < 500 or (response.status_code == 503 and response.headers.get("Retry-After")), (
+            case.operation.label, response.status_code, detail)  # fmt: skip
+        assert not any(leak in detail for leak in ("Traceback", "site-packages", 'File "', ".py:")), detail
+
+    config = settings(max_examples=examples, deadline=None, database=None, derandomize=examples < 100,
+                      suppress_health_check=list(HealthCheck))  # fmt: skip
+    for result in schema.get_all_operations():
+        config(given(result.ok().as_strategy())(check))()
+    return sent
+
+
+def _check_fuzzed(sent, examples: int) -> None:
+    print(dict(sent))
+    assert sum(sent.values()) >= 7 * examples // 2
+    for route in ("/v1/score", "/v1/localize", "/v1/ocr", "/v1/restore"):  # images were generated, and answered
+        assert sent[f"POST {route}", 200] > 0, route
+
+
+def test_schemathesis_finds_no_server_error_briefly(api_schema):
+    _check_fuzzed(_fuzz_every_route(api_schema, examples=12), 12)
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error(api_schema):
+    _check_fuzzed(_fuzz_every_route(api_schema, examples=300), 300)
+
+
+def test_model_failures_are_4xx_with_a_reason_that_names_no_internals():
+    assert _error_status("model_error") == 422 and _error_status("stage_error") == 422
+    assert _error_status("image_truncated") == 415 and _error_status("image_too_large") == 413
+    assert _error_status(None) == 500
+    error = "stage_error: ocr: error: OpenCV(4.14.0) /io/opencv/modules/core/src/alloc.cpp:73: error: (-4)"
+    assert _short_reason("score", error, "stage_error") == "the ocr model could not process this image"
+    assert _short_reason("restore", "RuntimeError on a (1, 1, 3) image", "model_error") == (
+        "the restore model could not process this image"
+    )
+
+
+_JSON = st.recursive(st.none() | st.text(max_size=8), lambda c: st.lists(c) | st.dictionaries(st.text(max_size=5), c))
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    st.builds(lambda v: json.dumps({"uri": v}).encode(), st.text(max_size=60)),
+    st.builds(lambda v: json.dumps(v).encode(), _JSON),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(_BODIES)
+def test_any_json_body_is_a_checked_uri_or_a_400(body):
+    from fastapi import HTTPException
+
+    from jobs.common import storage
+    from serve.app import _uri_from_body
+
+    try:
+        uri = _uri_from_body(body)
+    except HTTPException as exc:
+        assert exc.status_code == 400 and exc.detail
+        return
+    assert storage.check_uri(uri, object_key=True) == uri == json.loads(body)["uri"]
