@@ -12,11 +12,22 @@ scores the same input into a new output while faults are injected, and reruns th
 * ``reruns``: runs after the first one that it took to exit 0;
 * ``seconds`` and ``seconds_ratio`` (all runs of the scenario against the undisturbed run).
 
-Scenarios: ``s3_restart`` (the store killed and restarted twice while reads and writes are in flight, output on S3),
-``actor_kill`` (a decode/stage actor process killed mid-run, twice), ``driver_kill`` (the driver killed at three
-random points, then the command rerun until it completes). The last line is one JSON object of every figure.
+Scenarios of ``score``: ``s3_restart`` (the store killed and restarted twice while reads and writes are in flight,
+output on S3), ``actor_kill`` (a decode/stage actor process killed mid-run, twice), ``driver_kill`` (the driver
+killed at three random points, then the command rerun until it completes).
 
-    python bench/chaos.py [--scale 0.3] [--scenarios s3_restart,actor_kill,driver_kill] [--seed 0]
+Scenarios of ``train cam`` (2 Ray Train workers, DDP over gloo, output on S3), each against an undisturbed run with
+the same seed: ``train_worker_kill`` (one worker process killed in the middle of an epoch: Ray Train restarts the
+group, the job resumes after the last committed epoch) and ``train_s3_restart`` (the store down for 4 s across two
+checkpoint writes). ``lost`` and ``duplicated`` count epochs missing from or doubled in ``history.json``,
+``corrupt_loaded`` the checkpoints named by ``latest.json``, ``best.json`` or the history that do not load as the
+epoch they claim, and ``metric_delta`` the largest difference of a final validation metric from the undisturbed
+run's.
+
+``serve_overload`` is in ``bench/chaos_serve.py``'s terms (see there). The last line is one JSON object of every
+figure.
+
+    python bench/chaos.py [--scale 0.3] [--scenarios s3_restart,actor_kill,driver_kill,...] [--seed 0]
 """
 
 from __future__ import annotations
@@ -38,7 +49,20 @@ import psutil
 from jobs.common import storage
 from jobs.common.s3server import EmbeddedS3, _free_port
 
-SCENARIOS = ("s3_restart", "actor_kill", "driver_kill")
+SCORE_SCENARIOS = ("s3_restart", "actor_kill", "driver_kill")
+TRAIN_SCENARIOS = ("train_worker_kill", "train_s3_restart")
+SCENARIOS = (*SCORE_SCENARIOS, *TRAIN_SCENARIOS, "serve_overload")
+TRAIN_CONFIG = """\
+data: {{manifest: s3://chaos/corpus/manifest.parquet, image_size: 64, val_splits: [val, test],
+        val_image_types: [photo, sketch, cartoon]}}
+output: {output}
+model: {{arch: tiny, num_classes: 6, width_mult: 0.25, insert_after: [conv3_2]}}
+train: {{epochs: {epochs}, batch_size: 16}}
+scaling: {{num_workers: 2, cpus_per_worker: 0.9, max_failures: 3}}
+ray: {{num_cpus: 2}}
+retry: {{budget_s: 60}}
+seed: 0
+"""
 CONFIG = "retry: {budget_s: 60}\nray: {num_cpus: 2}\nstages: {run: [quality]}\nprogress_interval_s: 2\n"
 
 
@@ -68,8 +92,9 @@ def _dead_sources(output_uri: str) -> set[str]:
     return set(table.column("source_uri").to_pylist())
 
 
-def _ray_workers(parent: int) -> list[psutil.Process]:
-    """The Ray Data actor processes (``ray::MapWorker``) under the driver ``parent``'s Ray."""
+def _ray_workers(parent: int, kind: str = "MapWorker") -> list[psutil.Process]:
+    """The Ray actor processes whose command line names ``kind`` (``ray::MapWorker``: Ray Data's actors,
+    ``RayTrainWorker``: Ray Train's) under the driver ``parent``'s Ray."""
     try:
         children = psutil.Process(parent).children(recursive=True)
     except psutil.NoSuchProcess:
@@ -77,7 +102,7 @@ def _ray_workers(parent: int) -> list[psutil.Process]:
     out = []
     for proc in children:
         try:
-            if "MapWorker" in " ".join(proc.cmdline()):
+            if kind in " ".join(proc.cmdline()):
                 out.append(proc)
         except psutil.Error:
             continue
@@ -156,12 +181,131 @@ def run_scenario(name: str, input_uri: str, out: str, config: Path, server, base
     }
 
 
+def _train(config: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "jobs.cli", "train", "cam", "--config", str(config)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _history(output: str) -> list[dict]:
+    return storage.read_json(storage.join(output, "history.json")) or []
+
+
+def _corrupt_checkpoints(output: str, history: list[dict]) -> int:
+    """Checkpoints named by the pointers or the history that do not load as the epoch they claim."""
+    from jobs.media.checkpoints import read_checkpoint
+
+    named = {int(h["epoch"]): storage.join(output, "checkpoints", f"epoch_{int(h['epoch']):04d}.pt") for h in history}
+    for pointer in ("latest.json", "best.json"):
+        if record := storage.read_json(storage.join(output, pointer)):
+            named[int(record["epoch"])] = record["checkpoint"]
+    bad = 0
+    for epoch, uri in named.items():
+        try:
+            bad += int(read_checkpoint(uri)["epoch"] != epoch)
+        except Exception:
+            bad += 1
+    return bad
+
+
+def _val_metrics(history: list[dict]) -> dict[str, float]:
+    return {k: float(v) for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+
+
+class TrainFaults:
+    """The fault of a training scenario, from a thread: a worker killed in the middle of the second epoch, or the
+    store down for 4 s from 1 s before the ends of the second and fourth epochs (when rank 0 writes)."""
+
+    def __init__(self, name: str, server: EmbeddedS3, epoch_ends: list[float]):
+        self.name, self.server, self.epoch_ends = name, server, epoch_ends
+        self.injected: list[str] = []
+
+    def during(self, proc: subprocess.Popen, t0: float) -> None:
+        if self.name == "train_worker_kill":
+            moments = [(self.epoch_ends[0] + self.epoch_ends[1]) / 2]
+        else:
+            moments = [self.epoch_ends[i] - 1.0 for i in (1, 3) if i < len(self.epoch_ends)]
+        for at in moments:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            if proc.poll() is not None:
+                return
+            if self.name == "train_worker_kill":
+                workers = _ray_workers(proc.pid, "RayTrainWorker")
+                if workers:
+                    victim = max(workers, key=lambda w: w.pid)
+                    victim.send_signal(signal.SIGKILL)
+                    self.injected.append(f"killed train worker pid {victim.pid} at {time.monotonic() - t0:.1f} s")
+            else:
+                self.server.down()
+                self.injected.append(f"store down at {time.monotonic() - t0:.1f} s for 4 s")
+                time.sleep(4.0)
+                self.server.up()
+
+
+def run_train_scenario(name: str, home: Path, server: EmbeddedS3, baseline: dict, args) -> dict:
+    output = f"s3://chaos/train/{name}"
+    config = home / f"{name}.yaml"
+    config.write_text(TRAIN_CONFIG.format(output=output, epochs=args.train_epochs))
+    started, codes, injected = time.monotonic(), [], []
+    while len(codes) <= args.max_reruns:
+        proc = _train(config)
+        faults = TrainFaults(name, server, baseline["epoch_ends"])
+        thread = None
+        if not codes:
+            thread = threading.Thread(target=faults.during, args=(proc, time.monotonic()), daemon=True)
+            thread.start()
+        proc.wait()
+        if thread is not None:
+            thread.join()
+            injected += faults.injected
+        codes.append(proc.returncode)
+        if proc.returncode == 0:
+            break
+    seconds = time.monotonic() - started
+    history = _history(output)
+    epochs = [int(h["epoch"]) for h in history]
+    final, reference = _val_metrics(history), baseline["val"]
+    return {
+        "lost": len(set(range(args.train_epochs)) - set(epochs)),
+        "duplicated": len(epochs) - len(set(epochs)),
+        "corrupt_loaded": _corrupt_checkpoints(output, history),
+        "reruns": len(codes) - 1,
+        "exit_codes": codes,
+        "seconds": round(seconds, 1),
+        "seconds_ratio": round(seconds / baseline["seconds"], 2),
+        "metric_delta": round(max((abs(final[k] - v) for k, v in reference.items() if k in final), default=-1), 4),
+        "final_val": {k: round(v, 4) for k, v in final.items() if k in ("val_top1", "val_maxboxacc", "val_loss")},
+        "injected": injected,
+    }
+
+
+def _train_baseline(home: Path, args) -> dict:
+    output = "s3://chaos/train/baseline"
+    config = home / "train_baseline.yaml"
+    config.write_text(TRAIN_CONFIG.format(output=output, epochs=args.train_epochs))
+    started = time.monotonic()
+    proc = _train(config)
+    proc.wait()
+    seconds = time.monotonic() - started
+    history = _history(output)
+    if proc.returncode != 0 or len(history) != args.train_epochs:
+        raise SystemExit(f"the undisturbed training failed (exit {proc.returncode}, {len(history)} epochs)")
+    startup = seconds - sum(float(h["epoch_s"]) for h in history)  # Ray, the dataset and the workers
+    ends, elapsed = [], startup
+    for h in history:
+        elapsed += float(h["epoch_s"])
+        ends.append(elapsed)
+    print(f"[chaos] undisturbed training: {args.train_epochs} epochs in {seconds:.1f} s", flush=True)
+    return {"seconds": seconds, "epoch_ends": ends, "val": _val_metrics(history)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=float, default=0.3, help="corpus scale (1: a few hundred images)")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-reruns", type=int, default=5)
+    parser.add_argument("--train-epochs", type=int, default=6, help="epochs of the training scenarios")
+    parser.add_argument("--serve-seconds", type=float, default=600, help="length of the Serve overload")
     args = parser.parse_args()
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = set(scenarios) - set(SCENARIOS)
@@ -193,8 +337,18 @@ def _bench(server: EmbeddedS3, home: Path, scenarios: list[str], args) -> dict:
     baseline = {"seconds": time.monotonic() - started, "rows": _rows("s3://chaos/out/baseline")}
     print(f"[chaos] undisturbed: {len(baseline['rows'])} rows in {baseline['seconds']:.1f} s", flush=True)
     figures = {"baseline_seconds": round(baseline["seconds"], 1), "baseline_rows": len(baseline["rows"])}
+    train_baseline = None
     for name in scenarios:
-        result = run_scenario(name, input_uri, f"s3://chaos/out/{name}", config, server, baseline, args)
+        if name in TRAIN_SCENARIOS:
+            train_baseline = train_baseline or _train_baseline(home, args)
+            figures["train_baseline_seconds"] = round(train_baseline["seconds"], 1)
+            result = run_train_scenario(name, home, server, train_baseline, args)
+        elif name == "serve_overload":
+            from chaos_serve import run_serve_overload
+
+            result = run_serve_overload(home, args.serve_seconds)
+        else:
+            result = run_scenario(name, input_uri, f"s3://chaos/out/{name}", config, server, baseline, args)
         print(f"[chaos] {name}: {json.dumps(result, sort_keys=True)}", flush=True)
         figures[name] = result
     return figures

@@ -28,11 +28,17 @@ from jobs.common.storage import read_json, write_json
 
 
 class ScalingSettings(StrictModel):
-    """Ray Train workers: one process each, DDP across them."""
+    """Ray Train workers: one process each, DDP across them.
+
+    ``max_failures``: how often Ray Train restarts the worker group after a worker dies (a killed process, a lost
+    node) before the run fails. A restarted group starts the job again, which resumes after the last epoch that
+    ``latest.json`` points at (with ``resume: true``, the default), so at most the epoch in flight is redone.
+    """
 
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
+    max_failures: int = Field(3, ge=-1, description="worker-group restarts before the run fails; -1: no limit")
 
 
 class TrainSettings(StrictModel):
@@ -49,7 +55,7 @@ class TrainSettings(StrictModel):
 def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:
     """Run ``train_func`` on ``scaling.num_workers`` Ray Train workers (DDP), the ``train`` dataset sharded across
     them; Ray's own run records go under ``.mediascore/ray_results``."""
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     TorchTrainer(
@@ -61,7 +67,11 @@ def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, 
             resources_per_worker={"CPU": scaling.cpus_per_worker},
         ),
         datasets={"train": train_dataset},
-        run_config=RunConfig(name=name, storage_path=str(Path(".mediascore/ray_results").resolve())),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(Path(".mediascore/ray_results").resolve()),
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+        ),
     ).fit()
 
 

@@ -139,7 +139,7 @@ def _atheris(seconds: int, tmp_path: Path) -> subprocess.CompletedProcess:
 
 
 def test_coverage_guided_fuzzing_finds_no_crash_briefly(tmp_path):
-    result = _atheris(10, tmp_path)
+    result = _atheris(4, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
 

@@ -19,30 +19,41 @@ from PIL import Image
 
 from jobs.common import storage, transient
 from jobs.common.config import DecodeConfig
-from jobs.common.s3server import EmbeddedS3
+from jobs.common.s3server import EmbeddedS3, _free_port
 from jobs.score.ingest import PENDING, Decoder
 from jobs.score.output import Writer
 
 N_IMAGES = 4
 
 
-@pytest.fixture
-def flaky_store(tmp_path, free_port, monkeypatch):
-    """A private S3 server with ``N_IMAGES`` small images; the AWS variables point at it for this test only."""
-    server = EmbeddedS3(home=tmp_path / "store", port=free_port)
-    state = server.up()
-    for key, value in state.env().items():
-        monkeypatch.setenv(key, value)
-    storage.ensure_bucket("s3://flaky")
-    uris = []
-    for i in range(N_IMAGES):
-        buf = io.BytesIO()
-        Image.fromarray(np.full((24 + i, 32, 3), 40 * i, np.uint8)).save(buf, format="PNG")
-        uri = f"s3://flaky/in/img_{i}.png"
-        storage.write_bytes(uri, buf.getvalue())
-        uris.append(uri)
-    yield server, uris
+@pytest.fixture(scope="module")
+def _private_store(tmp_path_factory):
+    """A private S3 server with ``N_IMAGES`` small images, for the whole module (starting one takes seconds)."""
+    server = EmbeddedS3(home=tmp_path_factory.mktemp("store"), port=_free_port())
+    env = server.up().env() | {"AWS_MAX_ATTEMPTS": "1"}  # no SDK retries under ours: a refused request fails fast
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        storage.ensure_bucket("s3://flaky")
+        uris = []
+        for i in range(N_IMAGES):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((24 + i, 32, 3), 40 * i, np.uint8)).save(buf, format="PNG")
+            uri = f"s3://flaky/in/img_{i}.png"
+            storage.write_bytes(uri, buf.getvalue())
+            uris.append(uri)
+        yield server, uris, env
     server.down()
+
+
+@pytest.fixture
+def flaky_store(_private_store, monkeypatch):
+    """The private server, up at the start of every test (a test may leave it down), its variables set."""
+    server, uris, env = _private_store
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    server.up()
+    return server, uris
 
 
 def _rows(decoder: Decoder, uris: list[str]) -> list[dict]:
