@@ -21,8 +21,8 @@ the same seed: ``train_worker_kill`` (one worker process killed in the middle of
 group, the job resumes after the last committed epoch) and ``train_s3_restart`` (the store down for 4 s across two
 checkpoint writes). ``lost`` and ``duplicated`` count epochs missing from or doubled in ``history.json``,
 ``corrupt_loaded`` the checkpoints named by ``latest.json``, ``best.json`` or the history that do not load as the
-epoch they claim, and ``metric_delta`` the largest difference of a final validation metric from the undisturbed
-run's.
+epoch they claim, ``metric_delta`` the largest difference of a final validation metric (top-1, MaxBoxAcc, in
+points) from the undisturbed run's, and ``metric_noise`` the same between two undisturbed runs.
 
 ``serve_overload`` is in ``bench/chaos_serve.py``'s terms (see there). The last line is one JSON object of every
 figure.
@@ -129,10 +129,13 @@ class Faults:
                 self.injected.append(f"store down at {time.monotonic() - self.t0:.1f} s for 4 s")
                 time.sleep(4.0)
                 self.server.up()
-            elif self.name == "actor_kill" and (workers := _ray_workers(proc.pid)):
-                victim = self.rng.choice(workers)
-                victim.send_signal(signal.SIGKILL)
-                self.injected.append(f"killed actor pid {victim.pid} at {time.monotonic() - self.t0:.1f} s")
+            elif self.name == "actor_kill":
+                while proc.poll() is None and not (workers := _ray_workers(proc.pid)):
+                    time.sleep(0.1)  # the actors start a few seconds into the run
+                if proc.poll() is None:
+                    victim = self.rng.choice(workers)
+                    victim.send_signal(signal.SIGKILL)
+                    self.injected.append(f"killed actor pid {victim.pid} at {time.monotonic() - self.t0:.1f} s")
 
     def start(self, proc: subprocess.Popen) -> threading.Thread:
         self.t0 = time.monotonic()
@@ -207,38 +210,55 @@ def _corrupt_checkpoints(output: str, history: list[dict]) -> int:
     return bad
 
 
+VAL_METRICS = ("val_top1", "val_maxboxacc_50", "val_maxboxacc_v2")
+
+
 def _val_metrics(history: list[dict]) -> dict[str, float]:
-    return {k: float(v) for k, v in (history[-1] if history else {}).items() if k.startswith("val_")}
+    return {k: round(float(v), 3) for k, v in (history[-1] if history else {}).items() if k in VAL_METRICS}
+
+
+def _delta(a: dict[str, float], b: dict[str, float]) -> float:
+    """The largest difference of a validation metric (in points) between two runs."""
+    return round(max((abs(a[k] - b[k]) for k in VAL_METRICS if k in a and k in b), default=float("nan")), 3)
 
 
 class TrainFaults:
-    """The fault of a training scenario, from a thread: a worker killed in the middle of the second epoch, or the
-    store down for 4 s from 1 s before the ends of the second and fourth epochs (when rank 0 writes)."""
+    """The fault of a training scenario, from a thread, timed by the run's own progress (``history.json``): a
+    worker killed half-way through the second epoch, or the store down for 4 s from 1 s before the ends of the
+    second and fourth epochs, when rank 0 writes the checkpoint and the pointers."""
 
-    def __init__(self, name: str, server: EmbeddedS3, epoch_ends: list[float]):
-        self.name, self.server, self.epoch_ends = name, server, epoch_ends
+    def __init__(self, name: str, server: EmbeddedS3, output: str, epoch_s: float):
+        self.name, self.server, self.output, self.epoch_s = name, server, output, epoch_s
         self.injected: list[str] = []
+
+    def _after_epochs(self, proc: subprocess.Popen, count: int) -> bool:
+        while proc.poll() is None:
+            if len(_history(self.output)) >= count:
+                return True
+            time.sleep(0.2)
+        return False
 
     def during(self, proc: subprocess.Popen, t0: float) -> None:
         if self.name == "train_worker_kill":
-            moments = [(self.epoch_ends[0] + self.epoch_ends[1]) / 2]
-        else:
-            moments = [self.epoch_ends[i] - 1.0 for i in (1, 3) if i < len(self.epoch_ends)]
-        for at in moments:
-            time.sleep(max(0.0, t0 + at - time.monotonic()))
-            if proc.poll() is not None:
+            if not self._after_epochs(proc, 1):
                 return
-            if self.name == "train_worker_kill":
-                workers = _ray_workers(proc.pid, "RayTrainWorker")
-                if workers:
-                    victim = max(workers, key=lambda w: w.pid)
-                    victim.send_signal(signal.SIGKILL)
-                    self.injected.append(f"killed train worker pid {victim.pid} at {time.monotonic() - t0:.1f} s")
+            time.sleep(self.epoch_s / 2)
+            workers = _ray_workers(proc.pid, "RayTrainWorker")
+            if workers:
+                victim = max(workers, key=lambda w: w.pid)
+                victim.send_signal(signal.SIGKILL)
+                self.injected.append(f"killed train worker pid {victim.pid} at {time.monotonic() - t0:.1f} s")
             else:
-                self.server.down()
-                self.injected.append(f"store down at {time.monotonic() - t0:.1f} s for 4 s")
-                time.sleep(4.0)
-                self.server.up()
+                self.injected.append("no Ray Train worker process found to kill")
+            return
+        for count in (1, 3):
+            if not self._after_epochs(proc, count):
+                return
+            time.sleep(max(0.0, self.epoch_s - 1.0))
+            self.server.down()
+            self.injected.append(f"store down at {time.monotonic() - t0:.1f} s for 4 s (epoch {count})")
+            time.sleep(4.0)
+            self.server.up()
 
 
 def run_train_scenario(name: str, home: Path, server: EmbeddedS3, baseline: dict, args) -> dict:
@@ -248,7 +268,7 @@ def run_train_scenario(name: str, home: Path, server: EmbeddedS3, baseline: dict
     started, codes, injected = time.monotonic(), [], []
     while len(codes) <= args.max_reruns:
         proc = _train(config)
-        faults = TrainFaults(name, server, baseline["epoch_ends"])
+        faults = TrainFaults(name, server, output, baseline["epoch_s"])
         thread = None
         if not codes:
             thread = threading.Thread(target=faults.during, args=(proc, time.monotonic()), daemon=True)
@@ -272,30 +292,33 @@ def run_train_scenario(name: str, home: Path, server: EmbeddedS3, baseline: dict
         "exit_codes": codes,
         "seconds": round(seconds, 1),
         "seconds_ratio": round(seconds / baseline["seconds"], 2),
-        "metric_delta": round(max((abs(final[k] - v) for k, v in reference.items() if k in final), default=-1), 4),
-        "final_val": {k: round(v, 4) for k, v in final.items() if k in ("val_top1", "val_maxboxacc", "val_loss")},
+        "metric_delta": _delta(final, reference),
+        "metric_noise": baseline["noise"],
+        "final_val": final,
         "injected": injected,
     }
 
 
 def _train_baseline(home: Path, args) -> dict:
-    output = "s3://chaos/train/baseline"
-    config = home / "train_baseline.yaml"
-    config.write_text(TRAIN_CONFIG.format(output=output, epochs=args.train_epochs))
-    started = time.monotonic()
-    proc = _train(config)
-    proc.wait()
-    seconds = time.monotonic() - started
-    history = _history(output)
-    if proc.returncode != 0 or len(history) != args.train_epochs:
-        raise SystemExit(f"the undisturbed training failed (exit {proc.returncode}, {len(history)} epochs)")
-    startup = seconds - sum(float(h["epoch_s"]) for h in history)  # Ray, the dataset and the workers
-    ends, elapsed = [], startup
-    for h in history:
-        elapsed += float(h["epoch_s"])
-        ends.append(elapsed)
+    """Two undisturbed runs with the same seed: the reference, and how far two such runs differ (``noise``: the data
+    order of two workers is not the same from run to run)."""
+    runs = []
+    for k in range(2):
+        output = f"s3://chaos/train/baseline_{k}"
+        config = home / f"train_baseline_{k}.yaml"
+        config.write_text(TRAIN_CONFIG.format(output=output, epochs=args.train_epochs))
+        started = time.monotonic()
+        proc = _train(config)
+        proc.wait()
+        history = _history(output)
+        if proc.returncode != 0 or len(history) != args.train_epochs:
+            raise SystemExit(f"the undisturbed training failed (exit {proc.returncode}, {len(history)} epochs)")
+        runs.append((time.monotonic() - started, history))
+    seconds, history = runs[0]
+    epoch_s = sum(float(h["epoch_s"]) for h in history) / len(history)
     print(f"[chaos] undisturbed training: {args.train_epochs} epochs in {seconds:.1f} s", flush=True)
-    return {"seconds": seconds, "epoch_ends": ends, "val": _val_metrics(history)}
+    noise = _delta(_val_metrics(runs[0][1]), _val_metrics(runs[1][1]))
+    return {"seconds": seconds, "epoch_s": epoch_s, "val": _val_metrics(history), "noise": noise}
 
 
 def main() -> None:

@@ -64,3 +64,38 @@ def test_retrying_backs_off_until_the_call_succeeds_or_the_budget_is_spent():
     call = lambda: (_ for _ in ()).throw(FileNotFoundError("gone"))  # noqa: E731
     with pytest.raises(FileNotFoundError):
         transient.retrying(call, policy, "read x", sleep=lambda s: pytest.fail("no retry for a missing object"))
+
+
+def test_the_retrying_reader_keeps_its_place_across_failed_reads(tmp_path):
+    """A real local file handle that fails its first two ranged reads the way a restarting store does."""
+    import io
+
+    import pyarrow.fs as pafs
+
+    path = tmp_path / "video.bin"
+    data = bytes(range(256)) * 40
+    path.write_bytes(data)
+    handle = pafs.LocalFileSystem().open_input_file(str(path))
+    failures = iter([ConnectionResetError("connection reset by peer")] * 2)
+    real_read_at = handle.read_at
+
+    class Flaky:
+        def size(self):
+            return handle.size()
+
+        def read_at(self, n, position):
+            if (error := next(failures, None)) is not None:
+                raise error
+            return real_read_at(n, position)
+
+        def close(self):
+            handle.close()
+
+    reader = transient.RetryingReader(Flaky(), transient.RetryPolicy(budget_s=10, initial_s=0.01), "read video.bin")
+    assert reader.read(100) == data[:100] and reader.tell() == 100
+    reader.seek(-50, io.SEEK_END)
+    assert reader.read() == data[-50:] and reader.read(10) == b""
+    reader.seek(10)
+    reader.seek(5, io.SEEK_CUR)
+    assert reader.read(5) == data[15:20]
+    reader.close()
