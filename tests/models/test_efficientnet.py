@@ -13,8 +13,8 @@ from models.efficientnet import (
     EfficientNetConfig,
     MBConv,
     SameConv,
-    load_lite0_imagenet,
     lite0_weights_file,
+    load_lite0_imagenet,
     map_state_dict,
     preprocess,
 )
