@@ -1,4 +1,5 @@
-"""CAM classification backbones (VGG16-style and a tiny CPU variant) with optional suppress-fuse-select blocks.
+"""CAM classification backbones (VGG16-style, a tiny CPU variant, and the ImageNet EfficientNet-Lite0) with
+optional suppress-fuse-select blocks.
 
 The network is a plain conv stack, global average pooling and one FC layer, so the class activation map of class
 ``c`` is ``sum_k W_fc[c, k] * A_k`` over the last feature map ``A``.
@@ -9,6 +10,13 @@ The network is a plain conv stack, global average pooling and one FC layer, so t
   (3x3, ``1024 * width_mult`` channels, BatchNorm and ReLU, replacing fc6-fc8), GAP and FC.
 * ``"tiny"``: four stages of two 3x3 conv-BN-ReLU (``conv1_1 .. conv4_2``, widths 16, 32, 64, 128 times
   ``width_mult``), max-pooling after the first three stages (a 128 input gives 16x16), GAP and FC.
+* ``"efficientnet_lite0"``: :mod:`models.efficientnet`'s Lite0 with the sixth stage at stride 1 (a 224 input
+  gives 14x14, the usual WSOL resolution), its stem, seven stages ``stage1 .. stage7`` and 1x1 ``head`` (1280
+  channels after ReLU6), GAP and FC. ``pretrained`` (default) starts from the ImageNet weights, the classifier
+  new; ``width_mult`` must stay 1. Blocks go after a stage's last MBConv (a linear projection plus the skip: it
+  may be negative, which branch 2 removes) or after ``head``. The ImageNet weights expect ``(x - 127) / 128``;
+  the training job's ImageNet mean/std normalization gives the same classes (the cat of scikit-image at p 0.80
+  against 0.79), so the CAM pipeline keeps one normalization for every arch.
 
 A :class:`~models.sfs.SuppressFuseSelect` block goes after the ReLU of every conv layer named in
 ``insert_after``. The patent puts nothing after the block's 1x1 convolution, so by default (``block_act="none"``)
@@ -36,6 +44,8 @@ _STAGES: dict[str, tuple[tuple[int, int], ...]] = {
     "tiny": ((16, 2), (32, 2), (64, 2), (128, 2)),
 }
 _EXTRA_CONV: dict[str, int] = {"vgg16": 1024}  # conv6 width, before width_mult
+EFFICIENTNET = "efficientnet_lite0"
+_EFFICIENTNET_LAYERS = [f"stage{s}" for s in range(1, 8)] + ["head"]
 
 
 def _scaled(width: int, mult: float) -> int:
@@ -44,8 +54,10 @@ def _scaled(width: int, mult: float) -> int:
 
 def conv_layer_names(arch: str) -> list[str]:
     """Every conv layer name of ``arch`` in order: the valid values of ``insert_after``."""
+    if arch == EFFICIENTNET:
+        return list(_EFFICIENTNET_LAYERS)
     if arch not in _STAGES:
-        raise ValueError(f"unknown arch {arch!r}; valid: {sorted(_STAGES)}")
+        raise ValueError(f"unknown arch {arch!r}; valid: {sorted([*_STAGES, EFFICIENTNET])}")
     names = [f"conv{s}_{i}" for s, (_, n) in enumerate(_STAGES[arch], start=1) for i in range(1, n + 1)]
     return names + (["conv6"] if arch in _EXTRA_CONV else [])
 
@@ -55,13 +67,15 @@ class CamNetConfig:
     """Settings of a :class:`CamNet`.
 
     Attributes:
-        arch: ``"vgg16"`` or ``"tiny"``.
+        arch: ``"vgg16"``, ``"tiny"`` or ``"efficientnet_lite0"``.
         num_classes: number of image classes.
         insert_after: conv layer names after whose ReLU a suppress-fuse-select block goes (0, 1 or more).
         sfs: settings shared by every inserted block.
         width_mult: scales every channel width.
         dropout: dropout probability before the FC layer.
         block_act: ``"none"`` (the patent) or ``"relu"`` after every inserted block.
+        pretrained: ``efficientnet_lite0`` only: start from the ImageNet weights (loading a checkpoint replaces
+            them anyway).
     """
 
     arch: str = "tiny"
@@ -71,6 +85,7 @@ class CamNetConfig:
     width_mult: float = 1.0
     dropout: float = 0.0
     block_act: str = "none"
+    pretrained: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.insert_after, str):
@@ -84,8 +99,8 @@ class CamNetConfig:
             raise ValueError(f"duplicate names in insert_after: {list(self.insert_after)}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.width_mult <= 0:
-            raise ValueError(f"width_mult must be > 0, got {self.width_mult}")
+        if self.width_mult <= 0 or (self.arch == EFFICIENTNET and self.width_mult != 1.0):
+            raise ValueError(f"width_mult must be > 0 (and 1 for {EFFICIENTNET}), got {self.width_mult}")
         if self.block_act not in ("none", "relu"):
             raise ValueError(f"block_act must be 'none' or 'relu', got {self.block_act!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -98,8 +113,36 @@ def cam_net_config_from_dict(d: Mapping[str, Any]) -> CamNetConfig:
     return config_from_dict(CamNetConfig, d, "cam net")
 
 
+def _efficientnet_features(cfg: CamNetConfig) -> tuple[nn.Sequential, int]:
+    """Lite0's stem, MBConv blocks (``stageS_I``) and head in one sequence, blocks inserted after named layers."""
+    from models.efficientnet import EfficientNet, EfficientNetConfig, load_lite0_imagenet
+
+    net = EfficientNet(EfficientNetConfig(num_classes=cfg.num_classes, last_stride=1, dropout=0.0))
+    if cfg.pretrained:
+        load_lite0_imagenet(net, head=False)
+    layers: OrderedDict[str, nn.Module] = OrderedDict(stem=net.stem)
+    counts: dict[str, int] = {}
+    for i, (block, stage) in enumerate(zip(net.blocks, net.stage_of, strict=True)):
+        counts[stage] = counts.get(stage, 0) + 1
+        layers[f"{stage}_{counts[stage]}"] = block
+        if (i + 1 == len(net.blocks) or net.stage_of[i + 1] != stage) and stage in cfg.insert_after:
+            _add_block(layers, stage, block.project.conv.conv.out_channels, cfg)
+    layers["head"] = net.head
+    if "head" in cfg.insert_after:
+        _add_block(layers, "head", net.feature_channels, cfg)
+    return nn.Sequential(layers), net.feature_channels
+
+
+def _add_block(layers: OrderedDict[str, nn.Module], name: str, channels: int, cfg: CamNetConfig) -> None:
+    layers[f"sfs_{name}"] = SuppressFuseSelect(channels, cfg.sfs)
+    if cfg.block_act == "relu":
+        layers[f"sfs_{name}_act"] = nn.ReLU()
+
+
 def _build_features(cfg: CamNetConfig) -> tuple[nn.Sequential, int]:
     """The conv stack with blocks and pools, and its output channels."""
+    if cfg.arch == EFFICIENTNET:
+        return _efficientnet_features(cfg)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     in_ch = 3
     stages = _STAGES[cfg.arch]
@@ -116,9 +159,7 @@ def _build_features(cfg: CamNetConfig) -> tuple[nn.Sequential, int]:
 def _add_conv(layers: OrderedDict[str, nn.Module], name: str, in_ch: int, out_ch: int, cfg: CamNetConfig) -> int:
     layers[name] = ConvBNAct(in_ch, out_ch, kernel=3)
     if name in cfg.insert_after:
-        layers[f"sfs_{name}"] = SuppressFuseSelect(out_ch, cfg.sfs)
-        if cfg.block_act == "relu":
-            layers[f"sfs_{name}_act"] = nn.ReLU()
+        _add_block(layers, name, out_ch, cfg)
     return out_ch
 
 

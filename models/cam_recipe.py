@@ -39,6 +39,12 @@ class CamTrainConfig:
     hflip: bool = True
     crop_scale_min: float = 0.7  # random resized crop keeps at least this fraction of the side
     amp: bool = False  # bfloat16 autocast (GPU)
+    # Fine-tuning a pretrained backbone. ``freeze``: feature layers (``stem``, ``stage1`` .. ``stage7``, ``head``,
+    # ``conv1_1`` ...; ``features`` for all of them) that are not trained, their BatchNorm kept in eval mode.
+    # ``backbone_lr_mult``: the learning rate of the other pretrained layers against that of the new ones (the
+    # classifier and the inserted blocks).
+    freeze: tuple[str, ...] = ()
+    backbone_lr_mult: float = 1.0
 
 
 class CamRecipe:
@@ -52,10 +58,10 @@ class CamRecipe:
 
     def __init__(self, model: nn.Module, cfg: CamTrainConfig, steps_per_epoch: int):
         self.model, self.cfg = model, cfg
-        decay, no_decay = [], []
-        for name, p in model.named_parameters():
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-        groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        self.frozen = [m for name, m in model.named_modules() if _frozen(name, cfg.freeze)]
+        for module in self.frozen:
+            module.requires_grad_(False)
+        groups = _param_groups(model, cfg)
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
         elif cfg.optimizer == "adamw":
@@ -84,6 +90,8 @@ class CamRecipe:
 
     def train_step(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         self.model.train()
+        for module in self.frozen:
+            module.eval()  # frozen BatchNorm keeps its running statistics
         with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp):
             logits = self.model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.label_smoothing)
@@ -100,6 +108,36 @@ class CamRecipe:
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _feature_layer(name: str) -> str | None:
+    """The top-level feature layer (``stage3_2``, ``conv1_1``, ...) a module or parameter name is inside."""
+    parts = name.split(".")
+    if "features" not in parts or parts.index("features") + 1 >= len(parts):
+        return None
+    return parts[parts.index("features") + 1]
+
+
+def _frozen(name: str, freeze: tuple[str, ...]) -> bool:
+    layer = _feature_layer(name)
+    if layer is None or layer.startswith("sfs_") or not name.endswith(layer):
+        return False  # only whole top-level layers are frozen; inserted blocks are always trained
+    return any(p == "features" or layer == p or layer.startswith(p + "_") for p in freeze)
+
+
+def _param_groups(model: nn.Module, cfg: CamTrainConfig) -> list[dict]:
+    """Weight-decay and no-decay groups, each split into the pretrained backbone (at ``backbone_lr_mult`` times the
+    learning rate) and the new layers; frozen parameters are left out."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        layer = _feature_layer(name)
+        backbone = layer is not None and not layer.startswith("sfs_")
+        groups.setdefault((p.ndim <= 1 or name.endswith(".bias"), backbone), []).append(p)
+    return [{"params": params, "weight_decay": 0.0 if no_decay else cfg.weight_decay,
+             "lr": cfg.lr * (cfg.backbone_lr_mult if backbone else 1.0)}
+            for (no_decay, backbone), params in sorted(groups.items())]  # fmt: skip
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

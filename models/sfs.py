@@ -91,6 +91,11 @@ class SFSConfig:
         eps: channels whose maximum is ``<= eps`` output zeros.
         detach_max: use the channel maximum without gradient.
         fc_act: activation between the two FC layers of the feature selection, ``"relu"`` or ``"none"``.
+        init: ``"default"`` (PyTorch's initialization of the FC layers and the 1x1 convolution) or
+            ``"passthrough"`` (our addition, for a block inserted into a pretrained network): the channel weights
+            start at a constant and the 1x1 convolution takes only branch 2, scaled back, so at the start the
+            block passes its input through minus its weakest activations (``F < t * M_c``). Branch 1's columns
+            start at zero and are learned from there; the block's formulas do not change.
     """
 
     cr: float = 0.8
@@ -99,6 +104,7 @@ class SFSConfig:
     eps: float = 1e-6
     detach_max: bool = True
     fc_act: str = "relu"
+    init: str = "default"
 
     def __post_init__(self) -> None:
         alpha_for(self.curve, self.cr)  # validates curve and cr
@@ -108,6 +114,8 @@ class SFSConfig:
             raise ValueError(f"eps must be > 0, got {self.eps}")
         if self.fc_act not in FC_ACTS:
             raise ValueError(f"unknown fc_act {self.fc_act!r}; valid: {list(FC_ACTS)}")
+        if self.init not in ("default", "passthrough"):
+            raise ValueError(f"init must be 'default' or 'passthrough', got {self.init!r}")
 
 
 def sfs_config_from_dict(d: Mapping[str, Any] | SFSConfig) -> SFSConfig:
@@ -193,6 +201,19 @@ class FeatureSelection(nn.Module):
         """Sigmoid weights ``(B, 2C)`` of the fused map ``m`` ``(B, 2C, H, W)``."""
         return torch.sigmoid(self.fc2(self.act(self.fc1(global_max_pool(m)))))
 
+    @torch.no_grad()
+    def init_passthrough(self, gate_logit: float = 4.0) -> None:
+        """Constant channel weights ``sigmoid(gate_logit)`` and a 1x1 convolution ``[0 | I / weight]``: the output
+        is branch 2 (``S``) exactly, whatever the input."""
+        channels = self.reduce.out_channels
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.constant_(self.fc2.bias, gate_logit)
+        weight = torch.zeros_like(self.reduce.weight)  # (C, 2C, 1, 1)
+        gate = torch.sigmoid(torch.tensor(gate_logit))
+        weight[torch.arange(channels), channels + torch.arange(channels)] = 1.0 / gate
+        self.reduce.weight.copy_(weight)
+        nn.init.zeros_(self.reduce.bias)
+
     def forward(self, m: Tensor) -> Tensor:
         w = self.channel_weights(m)  # (B, 2C)
         self.last_weights = w.detach()
@@ -213,6 +234,8 @@ class SuppressFuseSelect(nn.Module):
         self.suppress_top = DiscriminativeSuppression(cfg.cr, cfg.curve, cfg.eps, cfg.detach_max)
         self.suppress_low = IrrelevantSuppression(cfg.t, cfg.eps, cfg.detach_max)
         self.select = FeatureSelection(channels, cfg.fc_act)
+        if cfg.init == "passthrough":
+            self.select.init_passthrough()
 
     @property
     def last_weights(self) -> Tensor | None:

@@ -116,3 +116,34 @@ def test_width_mult_and_dropout():
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(net(x), net(x))  # dropout is off in eval mode
+
+
+def test_efficientnet_lite0_gives_a_14_by_14_cam_from_its_imagenet_features():
+    from models.efficientnet import lite0_weights_file
+
+    cfg = CamNetConfig(arch="efficientnet_lite0", num_classes=6, insert_after=("stage6", "head"))
+    net = build_cam_net(cfg).eval()
+    names = [n for n, _ in net.features.named_children()]
+    assert names[0] == "stem" and names[-2:] == ["head", "sfs_head"]
+    assert names.index("sfs_stage6") == names.index("stage6_4") + 1 and set(net.sfs_blocks) == {"stage6", "head"}
+    logits, cam = net.cam(torch.randn(2, 3, 224, 224))
+    assert logits.shape == (2, 6) and cam.shape == (2, 14, 14)
+    source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+    assert torch.equal(net.features.stage4_2.depthwise.conv.conv.weight, source["_blocks.6._depthwise_conv.weight"])
+    scratch = build_cam_net(dataclasses.replace(cfg, pretrained=False))
+    assert not torch.equal(scratch.features.stem.conv.conv.weight, net.features.stem.conv.conv.weight)
+    assert conv_layer_names("efficientnet_lite0") == [f"stage{s}" for s in range(1, 8)] + ["head"]
+    with pytest.raises(ValueError, match="width_mult"):
+        CamNetConfig(arch="efficientnet_lite0", width_mult=0.5)
+
+
+def test_a_passthrough_block_leaves_the_pretrained_features_as_they_were_but_the_weakest():
+    plain = build_cam_net(CamNetConfig(arch="efficientnet_lite0", num_classes=6)).eval()
+    blocked = build_cam_net(CamNetConfig(arch="efficientnet_lite0", num_classes=6, insert_after=("head",),
+                                         sfs=SFSConfig(init="passthrough")))  # fmt: skip
+    blocked.load_state_dict(plain.state_dict(), strict=False)
+    blocked.eval()
+    x = torch.randn(1, 3, 128, 128)
+    before, after = plain.forward_features(x), blocked.forward_features(x)
+    top = before.amax(dim=(2, 3), keepdim=True)
+    assert torch.allclose(after, torch.where(before >= 0.4 * top, before, torch.zeros_like(before)), atol=1e-5)

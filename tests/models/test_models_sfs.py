@@ -189,3 +189,15 @@ def test_config_validation_and_from_dict():
     assert sfs_config_from_dict({"cr": 0.6, "curve": "tanh"}) == SFSConfig(cr=0.6, curve="tanh")
     with pytest.raises(ValueError, match="'thr'"):
         sfs_config_from_dict({"thr": 0.5})
+
+
+def test_passthrough_init_outputs_branch_2_and_trains_branch_1_from_zero():
+    block = SuppressFuseSelect(8, SFSConfig(init="passthrough"))
+    f = torch.relu(torch.randn(2, 8, 5, 5))
+    top = f.amax(dim=(2, 3), keepdim=True)
+    assert torch.allclose(block(f), torch.where(f >= 0.4 * top, f, torch.zeros_like(f)), atol=1e-6)
+    assert block.select.reduce.weight[:, :8].abs().sum() == 0
+    block(f).sum().backward()
+    assert block.select.reduce.weight.grad[:, :8].abs().sum() > 0  # branch 1's columns learn
+    with pytest.raises(ValueError, match="init"):
+        SFSConfig(init="identity")
