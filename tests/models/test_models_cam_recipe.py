@@ -26,7 +26,7 @@ def test_frozen_layers_keep_their_weights_and_statistics_and_the_rest_learn():
         layer = key.split(".")[1] if key.startswith("features.") else "fc"
         frozen = layer == "stem" or layer.startswith(("stage1_", "stage2_"))
         if frozen or key.endswith("num_batches_tracked"):
-            assert not moved or key.endswith("num_batches_tracked") and not frozen, key
+            assert not moved or (key.endswith("num_batches_tracked") and not frozen), key
         elif key.endswith(("weight", "running_mean")) and "sfs_" not in key:
             assert moved, key
 
