@@ -153,8 +153,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from jobs.eval.cam import run_eval_cam
 
     result = run_eval_cam(
-        args.checkpoint, args.manifest, args.split, tuple(args.image_types.split(",")), args.cam_class
-    )
+        args.checkpoint, args.manifest, args.split, tuple(args.image_types.split(",")), args.cam_class,
+        by_image_type=args.by_image_type,
+    )  # fmt: skip
     for key, value in result.items():
         print(f"{key:<14} {value}")
     print(json.dumps(result, sort_keys=True))
@@ -286,6 +287,7 @@ def _add_eval(sub) -> None:
     eval_cam.add_argument("--split", default="test")
     eval_cam.add_argument("--image-types", default="photo", help="comma-separated: photo,sketch,cartoon")
     eval_cam.add_argument("--cam-class", choices=["gt", "pred"], default="gt", help="CAM of the GT or predicted class")
+    eval_cam.add_argument("--by-image-type", action="store_true", help="the figures per image type too")
     eval_cam.set_defaults(func=_cmd_eval)
     eval_objects = eval_sub.add_parser("objects", help="face and person recall and precision at IoU 0.5")
     eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")

@@ -38,12 +38,17 @@ def test_eval_cam_reports_every_key(trained, corpus):
         assert 0 <= result[key] <= 100, key
     cli = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "eval", "cam", "--checkpoint", latest["checkpoint"], "--split", "test",
-         "--image-types", "photo,sketch,cartoon"],
+         "--image-types", "photo,sketch,cartoon", "--by-image-type"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert cli.returncode == 0, cli.stderr[-2000:]
     last = json.loads(cli.stdout.strip().splitlines()[-1])
     assert set(EVAL_KEYS) <= set(last) and last["maxboxacc_50"] == result["maxboxacc_50"]
+    by_type = last["by_image_type"]
+    assert set(by_type) == {"photo", "sketch", "cartoon"} and all(set(EVAL_KEYS) <= set(v) for v in by_type.values())
+    assert sum(v["n"] for v in by_type.values()) == last["n"]  # the types split the same images
+    photos = run_eval_cam(latest["checkpoint"], split="test", image_types=("photo",))
+    assert by_type["photo"]["maxboxacc_50"] == photos["maxboxacc_50"]
 
 
 def test_train_config_names_bad_keys(tmp_path):
@@ -55,3 +60,13 @@ def test_train_config_names_bad_keys(tmp_path):
     with pytest.raises(ConfigError, match="momentun"):
         load_train_settings(path)
     assert load_train_settings("configs/train_cam.yaml").model.insert_after
+
+
+def test_the_lite0_recipe_loads_and_names_bad_layers(tmp_path):
+    settings = load_train_settings("configs/train_cam_lite0.yaml")
+    assert settings.model.arch == "efficientnet_lite0" and settings.model.pretrained
+    assert settings.data.image_size == 224 and settings.scaling.cpus_per_worker == 2
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {manifest: x}\noutput: y\nmodel: {arch: efficientnet_lite0, insert_after: [conv5_3]}\n")
+    with pytest.raises(ConfigError, match="conv5_3"):
+        load_train_settings(path)
