@@ -28,7 +28,7 @@ from serve.models import MODELS, Model
 
 log = logging.getLogger(__name__)
 APP_NAME = "mediascore"
-MaskFormat = Literal["rle", "coco", "png", "none"]  # serve.encoding.MASK_FORMATS
+MaskFormat = Literal["rle", "coco", "png", "none"]  # jobs.media.masks.MASK_FORMATS
 IMAGE_BODY = {
     "requestBody": {
         "required": True,

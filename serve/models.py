@@ -25,7 +25,7 @@ import numpy as np
 from ray import serve
 
 from serve.config import ServeModels
-from serve.encoding import encode_mask
+from jobs.media.masks import encode_mask
 
 log = logging.getLogger(__name__)
 

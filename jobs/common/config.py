@@ -142,6 +142,7 @@ class CamConfig(StrictModel):
     box_mode: Literal["largest"] = "largest"
     crop_size: int = Field(128, ge=16)
     crop_margin: float = Field(0.1, ge=0, le=1)
+    mask: bool = Field(True, description="write cam_mask, the mask at image size as COCO uncompressed RLE")
     resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
 
 

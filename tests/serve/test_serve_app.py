@@ -214,7 +214,7 @@ def test_score_batches_concurrent_requests(server):
 
 
 def test_localize_returns_box_and_mask_in_both_encodings(server):
-    from serve.encoding import png_to_mask, rle_to_mask
+    from jobs.media.masks import png_to_mask, rle_to_mask
 
     image = _text_image()
     rle = _post(f"{server}/v1/localize", _png(image), params={"mask": "rle"})

@@ -4,7 +4,9 @@ The checkpoint (a self-describing file written by ``mediascore train cam``) name
 binarization threshold that maximized MaxBoxAcc at IoU 0.5 on its validation split; ``tau`` overrides it. The box
 is the bounding rectangle of the largest connected region of the CAM of the predicted class, in the pixels of the
 original image; the crop is that box widened by ``crop_margin`` on each side, resized to ``crop_size`` and stored
-as JPEG bytes (the key region that fusion consumes).
+as JPEG bytes (the key region that fusion consumes). ``cam_mask`` is the mask at image size (the CAM resized
+bilinearly, then thresholded at tau, as ``/v1/localize`` returns it) in COCO's uncompressed RLE, ``{size: [h, w],
+counts: [...]}``, which pycocotools reads as it is; ``mask: false`` leaves it null.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class CamStage(Stage):
         "cam_score": pa.float32(),
         "cam_box": pa.list_(pa.int32()),
         "cam_mask_area": pa.float32(),
+        "cam_mask": pa.struct([("size", pa.list_(pa.int32())), ("counts", pa.list_(pa.int64()))]),
         "cam_crop": pa.binary(),
         "cam_model": pa.string(),
     }
@@ -80,6 +83,7 @@ class CamStage(Stage):
         return cv2.resize(cam.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR) >= self.tau
 
     def process(self, images: list[np.ndarray]) -> dict[str, list]:
+        from jobs.media.masks import mask_to_rle
         from models.cam import cam_to_mask
 
         out: dict[str, list] = {name: [] for name in self.columns}
@@ -93,6 +97,7 @@ class CamStage(Stage):
             out["cam_score"].append(float(p))
             out["cam_box"].append(list(box))
             out["cam_mask_area"].append(float(cam_to_mask(cam, self.tau).mean()))
+            out["cam_mask"].append(mask_to_rle(self.mask(cam, width, height)) if self.cfg.mask else None)
             out["cam_crop"].append(encode_image(crop, "JPEG", quality=90))
             out["cam_model"].append(self.version)
         return out

@@ -7,6 +7,7 @@ from jobs.common import storage
 from jobs.common.config import CamConfig
 from jobs.common.storage import read_json
 from jobs.media.images import crop_box
+from jobs.media.masks import rle_to_mask
 from jobs.score.stages.cam import CamStage, scale_box
 
 
@@ -32,6 +33,12 @@ def test_stage_gives_class_box_area_and_crop(trained, corpus):
     assert 0 < out["cam_mask_area"][0] <= 1 and 0 < out["cam_score"][0] <= 1
     assert Image.open(io.BytesIO(out["cam_crop"][0])).size == (32, 32)
     assert out["cam_model"][0].endswith("#epoch=1")
+    mask = rle_to_mask(out["cam_mask"][0])  # pycocotools reads it as it is
+    cam = stage.localize([image])[2][0]
+    assert np.array_equal(mask, stage.mask(cam, image.shape[1], image.shape[0])) and out["cam_mask"][1] is None
+    assert abs(mask.mean() - out["cam_mask_area"][0]) < 0.1  # the same mask, at image size instead of the CAM's
+    unmasked = CamStage(CamConfig(checkpoint=latest["checkpoint"], mask=False))({**batch, "pixels": pixels})
+    assert unmasked["cam_mask"][0] is None
 
 
 def test_cam_stage_inside_a_real_score_run(ray_local, trained, corpus):
@@ -52,6 +59,7 @@ def test_cam_stage_inside_a_real_score_run(ray_local, trained, corpus):
     assert len(rows) == summary.rows_written and len(good) > 0
     assert good.cam_class.notna().all() and good.quality_sharpness.notna().all()
     assert all(len(box) == 4 for box in good.cam_box)
+    assert all(rle_to_mask(m).shape == (h, w) for m, h, w in zip(good.cam_mask, good.height, good.width, strict=True))
     assert all(Image.open(io.BytesIO(crop)).size == (128, 128) for crop in good.cam_crop)
     from jobs.score.report import build_report
 

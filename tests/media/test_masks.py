@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serve.encoding import encode_mask, mask_to_rle, png_to_mask, rle_to_mask
+from jobs.media.masks import encode_mask, mask_to_rle, png_to_mask, rle_to_mask
 
 
 def test_rle_is_coco_column_major_starting_with_zeros():

@@ -1,4 +1,4 @@
-"""Mask encodings of ``/v1/localize``. Ray-free.
+"""Mask encodings: the ``cam_mask`` column of ``score`` (``rle``) and the ``mask`` of ``/v1/localize``. Ray-free.
 
 * ``rle``: COCO's uncompressed run-length encoding, ``{"size": [h, w], "counts": [...]}``: run lengths over the
   mask read column by column (Fortran order), starting with a run of zeros (possibly empty). pycocotools and most
