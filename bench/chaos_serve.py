@@ -29,6 +29,7 @@ import numpy as np
 import psutil
 import requests
 import yaml
+from chaos import _ray_workers
 
 from jobs.common.s3server import _free_port
 
@@ -58,20 +59,9 @@ def _body() -> bytes:
     return buf.getvalue()
 
 
-def _processes(root: int, kind: str) -> list[psutil.Process]:
-    out = []
-    for proc in psutil.Process(root).children(recursive=True):
-        try:
-            if kind in " ".join(proc.cmdline()):
-                out.append(proc)
-        except psutil.Error:
-            continue
-    return out
-
-
 def _rss(root: int) -> int:
     total = 0
-    for proc in _processes(root, REPLICA) + _processes(root, "ServeReplica:mediascore:Gateway"):
+    for proc in _ray_workers(root, REPLICA) + _ray_workers(root, "ServeReplica:mediascore:Gateway"):
         try:
             total += proc.memory_info().rss
         except psutil.Error:
@@ -146,7 +136,7 @@ def _wait_replicas(root: int, count: int, url: str, timeout_s: float = 300) -> f
     """Seconds until ``count`` localizer replicas run again and answer."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
-        if len(_processes(root, REPLICA)) >= count:
+        if len(_ray_workers(root, REPLICA)) >= count:
             states = requests.get(f"{url}/v1/models", timeout=30).json()["models"]
             if states["localize"].get("loaded"):
                 return time.monotonic() - start
@@ -171,7 +161,7 @@ def run_serve_overload(home: Path, seconds: float) -> dict:
         injected = []
 
         def kill_one():
-            replicas = _processes(proc.pid, REPLICA)
+            replicas = _ray_workers(proc.pid, REPLICA)
             if replicas:
                 replicas[0].send_signal(signal.SIGKILL)
                 injected.append(f"killed replica pid {replicas[0].pid} at {time.monotonic() - started:.1f} s")
