@@ -24,8 +24,8 @@ from collections import deque
 import numpy as np
 from ray import serve
 
-from serve.config import ServeModels
 from jobs.media.masks import encode_mask
+from serve.config import ServeModels
 
 log = logging.getLogger(__name__)
 
