@@ -199,10 +199,9 @@ def _target_name(key: str) -> str:
     """The name in :class:`EfficientNet` of a key of the wheel's state dict (the names of its reference code)."""
     parts = key.split(".")
     if parts[0] == "_blocks":
-        layer = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv",
-                 "_bn1": "depthwise.bn", "_project_conv": "project.conv", "_bn2": "project.bn",
+        layer = {"_expand_conv": "expand.conv.conv", "_bn0": "expand.bn", "_depthwise_conv": "depthwise.conv.conv",
+                 "_bn1": "depthwise.bn", "_project_conv": "project.conv.conv", "_bn2": "project.bn",
                  "_se_reduce": "se.reduce", "_se_expand": "se.expand"}[parts[2]]  # fmt: skip
-        layer = layer.replace(".conv", ".conv.conv") if layer.endswith(".conv") else layer
         return ".".join(["blocks", parts[1], layer, *parts[3:]])
     layer = {"_conv_stem": "stem.conv.conv", "_bn0": "stem.bn", "_conv_head": "head.conv.conv", "_bn1": "head.bn",
              "_fc": "fc"}[parts[0]]  # fmt: skip

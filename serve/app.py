@@ -15,84 +15,24 @@ import logging
 import os
 import re
 import time
-from typing import Literal
 
 from fastapi import FastAPI, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
 from serve.config import DeploymentSettings, ServeSettings, has_dot_segment, load_serve_settings
 from serve.keys import KeyRing
 from serve.models import MODELS, Model
+from serve.schemas import IMAGE_BODY, LocalizeResult, MaskFormat, OcrResult, ScoreResult
 
 log = logging.getLogger(__name__)
 APP_NAME = "mediascore"
-MaskFormat = Literal["rle", "coco", "png", "none"]  # jobs.media.masks.MASK_FORMATS
-IMAGE_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["uri"],
-                    "properties": {"uri": {"type": "string", "example": "s3://media/frames/0001.jpg"}},
-                }
-            },
-        },
-    }
-}
-
 api = FastAPI(
     title="mediascore",
     version="1",
     description="Scoring, localization, OCR and restoration of images. A body is the image's bytes, or JSON "
     '{"uri": "s3://..."} naming an object under the configured prefixes. Errors are JSON {"detail": ...}.',
 )
-
-
-class OcrResult(BaseModel):
-    lines: list[str]
-    boxes: list[list[int]] = Field(description="one quadrilateral per line: x1, y1, ..., x4, y4 in pixels")
-    confidences: list[float]
-
-
-class ObjectBox(BaseModel):
-    label: str
-    box: list[int] = Field(description="x0, y0, x1, y1 in pixels")
-    score: float
-
-
-class ScoreResult(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    score: float | None = Field(description="the fusion model's probability of the positive class")
-    class_: str | None = Field(alias="class")
-    weights: dict[str, float | None] | None = Field(description="modality weights: image, text, objects, key region")
-    key_box: list[int] | None
-    text: str
-    lines: list[str]
-    objects: list[ObjectBox]
-    cam_class: str | None
-    cam_score: float | None
-    cam_box: list[int] | None
-    models: dict[str, str]
-
-
-class LocalizeResult(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-
-    class_: str = Field(alias="class")
-    score: float
-    box: list[int] = Field(description="x0, y0, x1, y1 in pixels")
-    mask_area: float = Field(description="share of the image's pixels in the mask")
-    mask: dict | None = Field(
-        description="rle: COCO uncompressed {size, counts}; coco: COCO compressed {size, counts (string)}; "
-        "png: {size, png (base64)}"
-    )
-    model: str
 
 
 def _options(d: DeploymentSettings) -> dict:
