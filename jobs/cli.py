@@ -274,7 +274,7 @@ def _add_train(sub) -> None:
         job.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
         job.set_defaults(func=func)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
-    train_demo.add_argument("--models", help="comma-separated subset of cam,fusion,restore (default: all, in order)")
+    train_demo.add_argument("--models", help="comma-separated subset of cam,cam_tiny,fusion,restore (default: all, in order)")
     train_demo.set_defaults(func=_cmd_train_demo)
 
 

@@ -18,9 +18,11 @@ ROOT = REPO_ROOT
 DEMO_CONFIG = ROOT / "configs" / "demo.yaml"
 CHECKPOINTS = ROOT / "checkpoints"
 # The demo's checkpoints: name -> (training config, the file it becomes). `mediascore train demo` remakes them.
-# The fusion model's frozen upstream is the CAM checkpoint, so the order matters.
+# `cam` is the localizer the demo and Serve run: ImageNet EfficientNet-Lite0 fine-tuned on the corpus. `cam_tiny`
+# is the from-scratch network that is still the fusion model's frozen upstream, so it trains before fusion.
 DEMO_MODELS = {
-    "cam": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt"),
+    "cam": (ROOT / "configs" / "train_cam_demo.yaml", CHECKPOINTS / "cam_lite0.pt"),
+    "cam_tiny": (ROOT / "configs" / "train_cam.yaml", CHECKPOINTS / "cam_tiny.pt"),
     "fusion": (ROOT / "configs" / "train_fusion.yaml", CHECKPOINTS / "fusion_tiny.pt"),
     "restore": (ROOT / "configs" / "train_restore.yaml", CHECKPOINTS / "restore_tiny.pt"),
 }
@@ -58,12 +60,18 @@ def _start_store(scale: float, seed: int) -> tuple:
 def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dict[str, dict]:
     """Train every demo model on the sample corpus and copy its final checkpoint into ``checkpoints/``.
 
-    Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch); a JSON
-    file beside it records the command and the final metrics, so the committed weights say how they were made.
+    Each file is the self-describing checkpoint the training job wrote (config, classes, metrics, epoch) as shipped
+    (:func:`models.checkpoint.release_bytes`: no optimizer state, float16 weights); a JSON file beside it records
+    the command and the final metrics, so the committed weights say how they were made.
     """
     from jobs.train import cam as train_cam
     from jobs.train import fusion as train_fusion
     from jobs.train import restore as train_restore
+    from models.checkpoint import release_bytes
+
+    unknown = sorted(set(only or ()) - set(DEMO_MODELS))
+    if unknown:
+        raise ValueError(f"unknown demo models {unknown}; choose from {sorted(DEMO_MODELS)}")
 
     _start_store(1.0, seed)
     made, clean = {}, {"resume": False}  # a clean run: the committed file must be reproducible from the config alone
@@ -72,7 +80,7 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
             continue
         started = time.monotonic()
         print(f"[train demo] {name}: {config.relative_to(ROOT)} -> {target.relative_to(ROOT)}")
-        if name == "cam":
+        if name.startswith("cam"):
             settings = train_cam.load_train_settings(config, clean)
             metrics = train_cam.run_train_cam(settings)
             latest = read_json(storage.join(settings.output, "latest.json"))
@@ -87,10 +95,10 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
             latest["checkpoint"] = latest["generator"]  # the EMA weights only, no optimizer state
             QUALITY_CHECKPOINT.write_bytes(storage.read_bytes(train_restore.paths(settings.output)["quality"]))
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(storage.read_bytes(latest["checkpoint"]))
+        target.write_bytes(release_bytes(storage.read_bytes(latest["checkpoint"])))
         made[name] = {
             "file": str(target.relative_to(ROOT)),
-            "command": f"mediascore train {name} --config {config.relative_to(ROOT)}  (via `make train`)",
+            "command": f"mediascore train {name.split('_')[0]} --config {config.relative_to(ROOT)}  (via `make train`)",
             "config": str(config.relative_to(ROOT)),
             "epoch": latest["epoch"],
             "train_s": round(time.monotonic() - started, 1),

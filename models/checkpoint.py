@@ -135,6 +135,23 @@ def load_checkpoint(data: bytes, map_location: str | torch.device = "cpu") -> di
     return ckpt
 
 
+def release_bytes(data: bytes, dtype: torch.dtype | None = torch.float16) -> bytes:
+    """A checkpoint to ship: the same file without its optimizer state, floating weights stored as ``dtype``.
+
+    What a served or committed model needs is its weights, config, metrics and data; the optimizer state (as large
+    as the weights again, for SGD with momentum) only resumes training. ``float16`` halves the rest: loading copies
+    the weights into the float32 parameters the builder makes, and the 11 significant bits of float16 move a
+    network's outputs far less than its training noise does (tested on the CAM localizer). ``None`` keeps float32.
+    """
+    ckpt = load_checkpoint(data)
+    if dtype is not None:
+        ckpt["state_dict"] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    ckpt["optimizer"] = None
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    return buffer.getvalue()
+
+
 def _check_format(ckpt: Any) -> None:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__

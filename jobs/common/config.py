@@ -157,6 +157,15 @@ class OcrConfig(StrictModel):
     det_limit_side: int = Field(736, ge=32, description="the detector's input: shorter side scaled up to this")
     det_box_threshold: float = Field(0.5, ge=0, le=1, description="mean probability inside a detected box")
     det_unclip_ratio: float = Field(1.6, gt=0)
+    det_score_mode: Literal["slow", "fast"] = Field(
+        "slow",
+        description="a box's score: the mean text probability inside its contour (slow) or inside its rectangle "
+        "(fast); on curved or tightly spaced lines the rectangle takes in background and drops real lines",
+    )
+    group_lines: bool = Field(True, description="join detector fragments into lines and read them in layout order")
+    line_max_gap: float = Field(1.2, ge=0, description="largest gap between two fragments of a line, in line heights")
+    line_max_angle: float = Field(10.0, ge=0, le=90, description="largest angle between two fragments of a line")
+    column_gap: float = Field(1.5, ge=0, description="a vertical gap this many line heights wide separates columns")
     min_line_score: float = Field(0.5, ge=0, le=1, description="recognized lines below this confidence are dropped")
     use_angle_cls: bool = Field(False, description="run the 0/180 degree line classifier before recognition")
     rec_batch_size: int = Field(16, ge=1, description="line crops per recognizer call, pooled across the batch")

@@ -147,6 +147,86 @@ def run_eval_ocr(manifest_uri: str, splits: tuple[str, ...] = ("test",), cfg: Oc
     }
 
 
+def _line_match(truth: list[str], predicted: list[str], max_distance: float = 0.34) -> list[int | None]:
+    """Per true line, the index of the predicted line closest to it in normalized edit distance, when that is at
+    most ``max_distance``; ``None`` when no predicted line is that close (the line is missing)."""
+    out: list[int | None] = []
+    for line in truth:
+        scores = [Levenshtein.normalized_distance(line, p) for p in predicted]
+        best = int(np.argmin(scores)) if scores else -1
+        out.append(best if best >= 0 and scores[best] <= max_distance else None)
+    return out
+
+
+def _case_figures(case, lines: list[str]) -> dict:
+    """One hard case's edits (the lines joined by newlines: a split or merged line costs one edit, a wrong order
+    costs the moved text), true characters, and for pages the lines missing and whether the rest are in order."""
+    truth = "\n".join(case.lines)
+    figures = {"edits": edit_distance("\n".join(lines), truth), "chars": len(truth), "invented": 0}
+    if not case.lines:
+        figures["invented"] = len(lines)
+    if case.category == "page":
+        found = [i for i in _line_match(case.lines, lines) if i is not None]
+        figures["missing"] = len(case.lines) - len(found)
+        figures["out_of_order"] = int(found != sorted(found))
+    return figures
+
+
+def run_eval_ocr_cases(cfg: OcrConfig | None = None, per_category: int = 10, seed: int = 0, progress=print) -> dict:
+    """OCR the harder cases of :mod:`jobs.corpus.ocr_cases`; CER by language over every text category but
+    ``page`` (``cer_en``, ``cer_zh``), by category and language (``cer_by_category``), the pages' own figures
+    (``page_cer``, ``page_lines_missing``, ``page_out_of_order``, ``real_page_cer`` for scikit-image's photographed
+    page) and the lines read on text-free images (``invented_lines`` of ``textfree_images``)."""
+    from jobs.corpus.ocr_cases import make_cases
+    from jobs.media.ocr import OcrEngine
+
+    cases = make_cases(per_category, seed)
+    engine = OcrEngine(cfg or OcrConfig())
+    counts: Counter = Counter()
+    started = time.monotonic()
+    for k, case in enumerate(cases, start=1):
+        lines = [line.text for line in engine([case.image])[0].lines]
+        f = _case_figures(case, lines)
+        keys = [(case.category, case.lang)] + ([("all", case.lang)] if case.category != "page" else [])
+        for key in keys:
+            counts["edits", *key] += f["edits"]
+            counts["chars", *key] += f["chars"]
+        counts["invented"] += f["invented"]
+        counts["textfree"] += case.category == "textfree"
+        counts["missing"] += f.get("missing", 0)
+        counts["out_of_order"] += f.get("out_of_order", 0)
+        counts["page_lines"] += len(case.lines) if case.category == "page" else 0
+        if case.name == "skimage-page":
+            counts["real_edits"], counts["real_chars"] = f["edits"], f["chars"]
+        if k % 20 == 0 or k == len(cases):
+            progress(f"[eval ocr] {k}/{len(cases)} cases, {time.monotonic() - started:.0f} s")
+
+    def cer(edits: str, chars: str, *key: str) -> float:
+        return round(100.0 * counts[edits, *key] / counts[chars, *key], 2) if counts[chars, *key] else float("nan")
+
+    by_category = {
+        c: {lang: cer("edits", "chars", c, lang) for lang in ("en", "zh") if counts["chars", c, lang]}
+        for c in dict.fromkeys(case.category for case in cases if case.lines)
+    }
+    return {
+        "cases": "hard",
+        "cer_en": cer("edits", "chars", "all", "en"),
+        "cer_zh": cer("edits", "chars", "all", "zh"),
+        "cer_by_category": by_category,
+        "page_cer": by_category.get("page", {}).get("en", float("nan")),
+        "page_lines": counts["page_lines"],
+        "page_lines_missing": counts["missing"],
+        "page_out_of_order": counts["out_of_order"],
+        "real_page_cer": round(100.0 * counts["real_edits"] / max(counts["real_chars"], 1), 2),
+        "invented_lines": counts["invented"],
+        "textfree_images": counts["textfree"],
+        "images": len(cases),
+        "per_category": per_category,
+        "seed": seed,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
 def summary_table(result: dict) -> str:
     rows = [("en", "English"), ("zh", "Chinese")]
     lines = [f"{'':<8} {'texts':>6} {'CER %':>7} {'recall %':>9} {'exact %':>8}"]

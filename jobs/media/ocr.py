@@ -206,6 +206,7 @@ class OcrEngine:
             det_limit_side_len=cfg.det_limit_side,
             det_box_thresh=cfg.det_box_threshold,
             det_unclip_ratio=cfg.det_unclip_ratio,
+            det_score_mode=cfg.det_score_mode,
             max_side_len=cfg.max_side,
             rec_batch_num=cfg.rec_batch_size,
         )
@@ -249,6 +250,20 @@ class OcrEngine:
         crops = e.get_crop_img_list(img, boxes)
         return e._get_origin_points(boxes, record, raw_h, raw_w), crops
 
+    def _lines(self, bgr: np.ndarray, quads: np.ndarray, crops: list[np.ndarray]) -> tuple[np.ndarray, list]:
+        """Detector fragments joined into lines (a joined line is cropped anew from ``bgr``, its rotated rectangle
+        straightened), in reading order (:mod:`jobs.media.text_layout`); as they are with ``group_lines: false``."""
+        from jobs.media.text_layout import group_lines, line_quad, reading_order, rectified_crop
+
+        cfg = self.cfg
+        if not cfg.group_lines or len(quads) == 0:
+            return quads, crops
+        groups = group_lines(quads, cfg.line_max_gap, cfg.line_max_angle)
+        merged = np.stack([line_quad(quads[g]) for g in groups])
+        line_crops = [crops[g[0]] if len(g) == 1 else rectified_crop(bgr, q) for g, q in zip(groups, merged, strict=True)]
+        order = reading_order(merged, cfg.column_gap)
+        return merged[order], [line_crops[k] for k in order]
+
     def _normalize(self, crop: np.ndarray, width: int) -> np.ndarray:
         _, height, _ = self._rec_shape
         w = min(width, max(1, int(np.ceil(height * crop.shape[1] / max(crop.shape[0], 1)))))
@@ -285,7 +300,7 @@ class OcrEngine:
             if self.cfg.presence_side and not self.text_present(bgr):
                 results[i].skipped = True
                 continue
-            quads, line_crops = self._detect(bgr)
+            quads, line_crops = self._lines(bgr, *self._detect(bgr))
             quads = np.clip(quads, 0, [image.shape[1] - 1, image.shape[0] - 1]) if len(quads) else quads
             pooled += [(i, q) for q in quads]
             crops += line_crops

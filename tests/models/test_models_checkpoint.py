@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from models.cam_net import CamNet, CamNetConfig, build_cam_net
-from models.checkpoint import BUILDERS, FORMAT, build_from_checkpoint, checkpoint_bytes, load_checkpoint
+from models.checkpoint import (
+    BUILDERS,
+    FORMAT,
+    build_from_checkpoint,
+    checkpoint_bytes,
+    load_checkpoint,
+    release_bytes,
+)
 from models.sfs import SFSConfig
 
 
@@ -71,6 +78,31 @@ def test_load_and_build_from_a_loaded_dict(trained):
     model, same = build_from_checkpoint(ckpt)
     assert same is ckpt
     assert set(model.state_dict()) == set(net.state_dict())
+
+
+def test_release_drops_the_optimizer_and_halves_the_weights(trained):
+    net, cfg, opt = trained
+    blob = checkpoint_bytes(
+        net, "cam_net", dataclasses.asdict(cfg), step=7, epoch=2, metrics={"top1": 50.0}, data={"classes": ["a"]},
+        optimizer_state=opt.state_dict(),
+    )  # fmt: skip
+    shipped = release_bytes(blob)
+    assert len(shipped) < 0.4 * len(blob)  # momentum buffers gone, float32 -> float16
+    ckpt = load_checkpoint(shipped)
+    assert ckpt["optimizer"] is None and ckpt["metrics"] == {"top1": 50.0} and ckpt["step"] == 7
+    halves = {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()}
+    assert halves == {torch.float16}
+    assert ckpt["state_dict"]["features.conv1_1.bn.num_batches_tracked"].dtype == torch.int64
+    model, _ = build_from_checkpoint(shipped)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # loading casts back into the built model
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), net(x), rtol=1e-2, atol=1e-3)
+        assert not torch.equal(model(x), net(x))  # it really was rounded
+    kept = load_checkpoint(release_bytes(blob, dtype=None))
+    assert kept["optimizer"] is None
+    assert all(torch.equal(kept["state_dict"][k], v) for k, v in net.state_dict().items())
 
 
 def test_builder_registry_accepts_the_asdict_config():
