@@ -175,11 +175,16 @@ def _cmd_eval_objects(args: argparse.Namespace) -> int:
 
 def _cmd_eval_ocr(args: argparse.Namespace) -> int:
     from jobs.common.config import load_config
-    from jobs.eval.ocr import run_eval_ocr, summary_table
+    from jobs.eval.ocr import run_eval_ocr, run_eval_ocr_cases, summary_table
 
     cfg = load_config(args.config).stages.ocr if args.config else None
-    result = run_eval_ocr(args.manifest, tuple(args.splits.split(",")), cfg, limit=args.limit)
-    print(summary_table(result))
+    if args.cases == "hard":
+        result = run_eval_ocr_cases(cfg, per_category=args.per_category, seed=args.seed)
+    elif not args.manifest:
+        raise SystemExit("eval ocr: --manifest is required for --cases corpus")
+    else:
+        result = run_eval_ocr(args.manifest, tuple(args.splits.split(",")), cfg, limit=args.limit)
+        print(summary_table(result))
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -304,7 +309,11 @@ def _add_eval(sub) -> None:
     eval_restore.set_defaults(func=_cmd_eval_restore)
 
     eval_ocr = eval_sub.add_parser("ocr", help="character error rate and line recall, English and Chinese")
-    eval_ocr.add_argument("--manifest", required=True, help="corpus manifest URI (mediascore make-corpus)")
+    eval_ocr.add_argument("--cases", choices=("corpus", "hard"), default="corpus",
+                          help="the corpus's rendered texts, or the harder cases made here (jobs/corpus/ocr_cases.py)")
+    eval_ocr.add_argument("--manifest", help="corpus manifest URI (mediascore make-corpus), for --cases corpus")
+    eval_ocr.add_argument("--per-category", type=int, default=10, help="--cases hard: images per category")
+    eval_ocr.add_argument("--seed", type=int, default=0, help="--cases hard: the seed that makes the cases")
     eval_ocr.add_argument("--splits", default="test", help="comma-separated splits")
     eval_ocr.add_argument("--config", help="score YAML whose stages.ocr sets the engine; default: the defaults")
     eval_ocr.add_argument("--limit", type=int, help="at most this many images")

@@ -162,6 +162,11 @@ class OcrConfig(StrictModel):
         description="a box's score: the mean text probability inside its contour (slow) or inside its rectangle "
         "(fast); on curved or tightly spaced lines the rectangle takes in background and drops real lines",
     )
+    invented_min_score: float = Field(
+        0.9, ge=0, le=1,
+        description="lines of at most 3 characters that are one repeated character or hold no letter or digit need "
+        "this confidence (texture read as '00' or 'O'); 0 keeps them all",
+    )
     group_lines: bool = Field(True, description="join detector fragments into lines and read them in layout order")
     line_max_gap: float = Field(1.2, ge=0, description="largest gap between two fragments of a line, in line heights")
     line_max_angle: float = Field(10.0, ge=0, le=90, description="largest angle between two fragments of a line")

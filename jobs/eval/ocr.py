@@ -172,58 +172,79 @@ def _case_figures(case, lines: list[str]) -> dict:
     return figures
 
 
-def run_eval_ocr_cases(cfg: OcrConfig | None = None, per_category: int = 10, seed: int = 0, progress=print) -> dict:
-    """OCR the harder cases of :mod:`jobs.corpus.ocr_cases`; CER by language over every text category but
-    ``page`` (``cer_en``, ``cer_zh``), by category and language (``cer_by_category``), the pages' own figures
-    (``page_cer``, ``page_lines_missing``, ``page_out_of_order``, ``real_page_cer`` for scikit-image's photographed
-    page) and the lines read on text-free images (``invented_lines`` of ``textfree_images``)."""
-    from jobs.corpus.ocr_cases import make_cases
-    from jobs.media.ocr import OcrEngine
+# what this eval compares against in the same run: the engine without line grouping, with DB boxes scored in
+# their rectangle (RapidOCR's default) and without the invented-text filter
+BASELINE = {"det_score_mode": "fast", "group_lines": False, "invented_min_score": 0.0}
 
-    cases = make_cases(per_category, seed)
-    engine = OcrEngine(cfg or OcrConfig())
+
+def _score_cases(engine, cases: list, progress, label: str) -> dict:
+    """The figures of :func:`run_eval_ocr_cases` for one engine."""
     counts: Counter = Counter()
     started = time.monotonic()
     for k, case in enumerate(cases, start=1):
-        lines = [line.text for line in engine([case.image])[0].lines]
-        f = _case_figures(case, lines)
-        keys = [(case.category, case.lang)] + ([("all", case.lang)] if case.category != "page" else [])
-        for key in keys:
+        f = _case_figures(case, [line.text for line in engine([case.image])[0].lines])
+        for key in [(case.category, case.lang)] + ([("all", case.lang)] if case.category != "page" else []):
             counts["edits", *key] += f["edits"]
             counts["chars", *key] += f["chars"]
         counts["invented"] += f["invented"]
-        counts["textfree"] += case.category == "textfree"
         counts["missing"] += f.get("missing", 0)
         counts["out_of_order"] += f.get("out_of_order", 0)
         counts["page_lines"] += len(case.lines) if case.category == "page" else 0
         if case.name == "skimage-page":
             counts["real_edits"], counts["real_chars"] = f["edits"], f["chars"]
-        if k % 20 == 0 or k == len(cases):
-            progress(f"[eval ocr] {k}/{len(cases)} cases, {time.monotonic() - started:.0f} s")
+        if k % 25 == 0 or k == len(cases):
+            progress(f"[eval ocr] {label}: {k}/{len(cases)} cases, {time.monotonic() - started:.0f} s")
 
-    def cer(edits: str, chars: str, *key: str) -> float:
-        return round(100.0 * counts[edits, *key] / counts[chars, *key], 2) if counts[chars, *key] else float("nan")
+    def cer(*key: str) -> float:
+        return round(100.0 * counts["edits", *key] / counts["chars", *key], 2) if counts["chars", *key] else float("nan")
 
     by_category = {
-        c: {lang: cer("edits", "chars", c, lang) for lang in ("en", "zh") if counts["chars", c, lang]}
+        c: {lang: cer(c, lang) for lang in ("en", "zh") if counts["chars", c, lang]}
         for c in dict.fromkeys(case.category for case in cases if case.lines)
     }
     return {
-        "cases": "hard",
-        "cer_en": cer("edits", "chars", "all", "en"),
-        "cer_zh": cer("edits", "chars", "all", "zh"),
+        "cer_en": cer("all", "en"),
+        "cer_zh": cer("all", "zh"),
         "cer_by_category": by_category,
         "page_cer": by_category.get("page", {}).get("en", float("nan")),
         "page_lines": counts["page_lines"],
         "page_lines_missing": counts["missing"],
         "page_out_of_order": counts["out_of_order"],
-        "real_page_cer": round(100.0 * counts["real_edits"] / max(counts["real_chars"], 1), 2),
+        "real_page_cer": round(100.0 * counts["real_edits"] / counts["real_chars"], 2) if counts["real_chars"] else None,
         "invented_lines": counts["invented"],
-        "textfree_images": counts["textfree"],
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def run_eval_ocr_cases(cfg: OcrConfig | None = None, per_category: int = 10, seed: int = 0, progress=print) -> dict:
+    """OCR the harder cases of :mod:`jobs.corpus.ocr_cases` with ``cfg`` and with :data:`BASELINE` over it.
+
+    Figures, per engine: CER by language over every text category but ``page`` (``cer_en``, ``cer_zh``), by
+    category and language (``cer_by_category``), the pages' own (``page_cer``, ``page_lines_missing``,
+    ``page_out_of_order``, ``real_page_cer`` for scikit-image's photographed page) and the lines read on the
+    text-free images (``invented_lines`` of ``textfree_images``). The presence check skips most text-free images
+    before anything is read, so ``invented_lines_no_presence`` counts them again with it off (as the demo runs).
+    ``baseline`` holds the same figures for the baseline engine, ``ratio_cer_en`` ours over its."""
+    from jobs.corpus.ocr_cases import make_cases
+    from jobs.media.ocr import OcrEngine
+
+    cfg = cfg or OcrConfig()
+    cases = make_cases(per_category, seed)
+    textfree = [case for case in cases if not case.lines]
+    result, baseline = {}, {}
+    for label, engine_cfg, out in (("ours", cfg, result), ("baseline", cfg.model_copy(update=BASELINE), baseline)):
+        out.update(_score_cases(OcrEngine(engine_cfg), cases, progress, label))
+        no_presence = OcrEngine(engine_cfg.model_copy(update={"presence_side": 0}))
+        out["invented_lines_no_presence"] = _score_cases(no_presence, textfree, progress, label)["invented_lines"]
+    return {
+        "cases": "hard",
+        **result,
+        "baseline": baseline,
+        "ratio_cer_en": round(result["cer_en"] / baseline["cer_en"], 3) if baseline["cer_en"] else None,
+        "textfree_images": len(textfree),
         "images": len(cases),
         "per_category": per_category,
         "seed": seed,
-        "seconds": round(time.monotonic() - started, 1),
     }
 
 

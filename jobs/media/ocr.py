@@ -80,7 +80,7 @@ def glyph_width(ch: str) -> float:
 # Words of one or two letters are where a lexicon split goes wrong ("wifi" -> "wi fi"), so only common ones count.
 SHORT_WORDS = frozenset((
     "a", "i", "am", "an", "as", "at", "be", "by", "do", "go", "he", "if", "in", "is",
-    "it", "me", "my", "no", "of", "oh", "ok", "on", "or", "so", "to", "up", "us", "we",
+    "it", "me", "my", "no", "of", "oh", "ok", "on", "or", "pm", "so", "to", "up", "us", "we",
 ))  # fmt: skip
 
 
@@ -112,6 +112,73 @@ def _segment(run: str, words: frozenset[str], cuts_allowed: set[int], max_word: 
     return " ".join(run[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True))
 
 
+_CLAUSE_MARKS = frozenset(",;:!?")
+# the recognizer's dictionary is mostly Chinese: in Latin text it sometimes reads full-width punctuation
+_FULL_WIDTH = {"，": ",", "：": ":", "；": ";", "！": "!", "？": "?", "（": "(", "）": ")", "。": "."}
+
+
+def latin_punctuation(chars: list[str]) -> list[str]:
+    """Full-width punctuation between or after Latin characters as its ASCII form (``"Here，"`` -> ``"Here,"``);
+    Chinese text keeps its own."""
+    out = list(chars)
+    for i, ch in enumerate(chars):
+        if ch in _FULL_WIDTH and i > 0 and _is_latin(chars[i - 1]) and (i + 1 == len(chars) or chars[i + 1].isascii()):
+            out[i] = _FULL_WIDTH[ch]
+    return out
+
+
+def _unit_after(chars: list[str], i: int, wide: set[int]) -> bool:
+    """The letters after the digit ``chars[i]`` start with a unit or ordinal suffix (:data:`UNIT_SUFFIXES`) that
+    ends the run or is followed by a wide gap (``"9pm"``, ``"9pm coffee"``)."""
+    j = i + 1
+    while j < len(chars) and _is_letter(chars[j]):
+        j += 1
+    run = "".join(chars[i + 1 : j]).lower()
+    return any(run == u or (run.startswith(u) and i + len(u) in wide) for u in UNIT_SUFFIXES)
+
+
+def _space_after_punctuation(chars: list[str], i: int) -> bool:
+    """A space the recognizer dropped after punctuation: after ``, ; : ! ?`` between a letter and a letter or digit
+    (``"merged,95"``, ``"labels:scored"``); after a full stop that ends a word (two lowercase letters or three of
+    any case) and is followed by a capital (``"background.These"``, ``"YOUR.TRAIN"``). ``"3.5"``, ``"1,000"``, ``"np.zeros"``, ``"e.g."`` and ``"U.S."`` keep
+    theirs as read."""
+    if i == 0 or i + 1 >= len(chars) or not _is_letter(chars[i - 1]):
+        return False
+    after = chars[i + 1]
+    if chars[i] in _CLAUSE_MARKS:
+        return _is_latin(after)
+    if chars[i] == ".":
+        word = 0
+        while i - word - 1 >= 0 and _is_letter(chars[i - word - 1]):
+            word += 1
+        capital = after.isascii() and after.isupper()
+        return capital and (word >= 3 or (word == 2 and chars[i - 1].islower()))
+    return False
+
+
+# letters written straight after a number: "9pm", "3rd", "5kg" keep no space
+UNIT_SUFFIXES = frozenset("am pm st nd rd th kg km cm mm ml mb gb kb hz px min h m s g k x".split())
+
+
+def _split_with_unknown_edge(run: str, words: frozenset[str], cuts: set[int], min_unknown: int = 4) -> str | None:
+    """Like :func:`_segment`, but the first or the last piece may be a word the lexicon lacks (at least
+    ``min_unknown`` letters, cut off at a wide gap): ``"flammablestation"`` -> ``"flammable station"``."""
+    best = None
+    for k in sorted(cuts):
+        head, tail = run[:k], run[k:]
+        if len(head) >= min_unknown and _solid(rest := _segment(tail, words, {c - k for c in cuts if c > k})):
+            best = min(best or f"{head} {rest}", f"{head} {rest}", key=lambda t: t.count(" "))
+        if len(tail) >= min_unknown and _solid(rest := _segment(head, words, {c for c in cuts if c < k})):
+            best = min(best or f"{rest} {tail}", f"{rest} {tail}", key=lambda t: t.count(" "))
+    return best
+
+
+def _solid(words: str | None, min_letters: int = 5, min_word: int = 3) -> bool:
+    """A known part worth trusting beside an unknown piece: ``min_letters`` letters or more, no word shorter
+    than ``min_word`` (a split into short words fits too many strings)."""
+    return words is not None and len(words.replace(" ", "")) >= min_letters and min(map(len, words.split())) >= min_word
+
+
 def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str], min_gap: float = 0.15) -> str:
     """Join recognized characters, putting back the spaces the recognizer dropped between English words.
 
@@ -135,8 +202,8 @@ def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str]
     out, i = [], 0
     while i < len(chars):
         if not _is_letter(chars[i]):
-            digit_to_letter = i in wide and chars[i].isdigit() and _is_letter(chars[i + 1])
-            out.append(chars[i] + (" " if digit_to_letter else ""))
+            digit_to_letter = i in wide and chars[i].isdigit() and _is_letter(chars[i + 1]) and not _unit_after(chars, i, wide)
+            out.append(chars[i] + (" " if digit_to_letter or _space_after_punctuation(chars, i) else ""))
             i += 1
             continue
         j = i
@@ -145,9 +212,20 @@ def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str]
         run = "".join(chars[i : j + 1])
         allowed = {k - i + 1 for k in range(i, j) if k in wide}
         split = None if run.lower() in words or not allowed else _segment(run, words, allowed)
+        split = split or (None if run.lower() in words or not allowed else _split_with_unknown_edge(run, words, allowed))
         out.append((split or run) + (" " if j in wide and chars[j + 1].isdigit() else ""))
         i = j + 1
     return "".join(out)
+
+
+def looks_invented(text: str, score: float, min_score: float, max_chars: int = 3) -> bool:
+    """A line the detector likely found in texture: at most ``max_chars`` characters that are all one character
+    (``"00"``, ``"O"``, ``"8"``) or hold no letter or digit (``"~."``), read with a confidence under ``min_score``.
+    Short real text (``"EXIT"``, ``"24"``, ``"No"``) and confident single characters pass."""
+    chars = text.replace(" ", "")
+    if score >= min_score or len(chars) > max_chars:
+        return False
+    return len(set(chars.lower())) <= 1 or not any(ch.isalnum() for ch in chars)
 
 
 def pad_to_aspect(image: np.ndarray, max_aspect: float) -> np.ndarray:
@@ -286,6 +364,7 @@ class OcrEngine:
             probs = session(np.stack([self._normalize(crops[i], width) for i in idx]))[0]  # (B, T, K)
             for i, p in zip(idx, probs, strict=True):
                 chars, centers, score = ctc_decode(p, self._alphabet)
+                chars = latin_punctuation(chars)
                 text = restore_spaces(chars, centers, self._words) if self._words else "".join(chars)
                 results[i] = (text.strip(), score, "".join(chars).strip())
         return results
@@ -307,6 +386,6 @@ class OcrEngine:
         if crops and self.cfg.use_angle_cls:
             crops, _, _ = self.engine.text_cls(crops)
         for (i, quad), (text, score, raw) in zip(pooled, self.recognize(crops) if crops else [], strict=True):
-            if text and score >= self.cfg.min_line_score:
+            if text and score >= self.cfg.min_line_score and not looks_invented(text, score, self.cfg.invented_min_score):
                 results[i].lines.append(OcrLine(text, score, [int(round(v)) for v in quad.reshape(-1)], raw))
         return results

@@ -61,9 +61,9 @@ def test_relative_paths_resolve_from_the_working_directory_first_then_the_reposi
 def test_a_config_names_its_files_as_written_and_runs_with_them_resolved(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # not the repository: the shipped config is still found, so are its checkpoints
     cfg = load_config("configs/demo.yaml")
-    assert cfg.stages.cam.checkpoint == "checkpoints/cam_tiny.pt"
+    assert cfg.stages.cam.checkpoint == "checkpoints/cam_lite0.pt"
     resolved = cfg.stages.resolved()
     for path in (resolved.cam.checkpoint, resolved.fusion.checkpoint, resolved.restore.quality_checkpoint):
         assert path.startswith("/") and path.endswith(".pt")
-    assert cfg.stages.cam.checkpoint == "checkpoints/cam_tiny.pt" and type(resolved) is type(cfg.stages)
+    assert cfg.stages.cam.checkpoint == "checkpoints/cam_lite0.pt" and type(resolved) is type(cfg.stages)
     assert resolved.ocr == cfg.stages.ocr and resolved.run == cfg.stages.run

@@ -4,7 +4,9 @@ from PIL import Image, ImageDraw
 
 from jobs.common.config import OcrConfig
 from jobs.corpus import fonts
-from jobs.media.ocr import OcrEngine, ctc_decode, english_words, restore_spaces
+from jobs.corpus.ocr_cases import SKIMAGE_PAGE_LINES, make_cases, real_page
+from jobs.eval.ocr import edit_distance
+from jobs.media.ocr import OcrEngine, ctc_decode, english_words, latin_punctuation, looks_invented, restore_spaces
 
 
 def render(lines: list[tuple[str, str]], size: int, width: int = 640) -> np.ndarray:
@@ -51,6 +53,61 @@ def test_restore_spaces_splits_only_unknown_runs_at_wide_gaps():
     assert restore_spaces(list("你好"), [0, 1], words) == "你好"
     with pytest.raises(ValueError, match="centers"):
         restore_spaces(["a"], [], words)
+
+
+def test_spaces_after_punctuation_units_and_words_the_lexicon_lacks():
+    words = english_words()
+
+    def even(text: str) -> str:  # evenly spaced characters: only the rules speak, no gap says anything
+        chars = latin_punctuation(list(text))
+        return restore_spaces(chars, [float(k) for k in range(len(chars))], words)
+
+    assert even("background.These") == "background. These"
+    assert even("YOUR.TRAIN") == "YOUR. TRAIN"
+    assert even("merged,95") == "merged, 95" and even("labels:scored") == "labels: scored"
+    for kept in ("np.zeros_like", "e.g.", "U.S.A", "3.5", "1,000", "a.m."):
+        assert even(kept) == kept
+    assert even("Here，") == "Here," and even("你好，世界") == "你好，世界"  # Chinese keeps full-width marks
+    # "1pm" is a time, not a number before a word, however wide the gap
+    assert restore_spaces(list("1pm"), [0, 1.6, 2.6], words) == "1pm"
+    assert restore_spaces(list("1pmcoffee"), [0, 1.6, 2.6, 4.6, 5.6, 6.6, 7.6, 8.6, 9.6], words) == "1pm coffee"
+    # an unknown word at the start of a run is cut off at a wide gap when the rest are words
+    centers = [*range(9), *(k + 0.8 for k in range(9, 16))]
+    assert "flammable" not in words
+    assert restore_spaces(list("flammablestation"), centers, words) == "flammable station"
+    assert restore_spaces(list("pmcoffee"), [0, 1, 2, 3, 4, 5.8, 6.8, 7.8], words) == "pmcoffee"  # "pmcof fee": no
+
+
+def test_short_low_confidence_symbols_count_as_invented():
+    assert looks_invented("00", 0.7, 0.9) and looks_invented("O O O", 0.8, 0.9) and looks_invented("~.", 0.6, 0.9)
+    assert not looks_invented("00", 0.95, 0.9)  # confident
+    for text in ("EXIT", "24", "No", "OK"):
+        assert not looks_invented(text, 0.6, 0.9)
+    assert not looks_invented("000", 0.7, 0.0)  # the filter off
+
+
+def test_a_photographed_page_keeps_every_line_in_order(engine):
+    """scikit-image's book page: curved, unevenly lit lines. Scoring DB boxes in their rectangle lost three of its
+    six lines; in their contour, every line is read, in order."""
+    (result,) = engine([real_page().image])
+    lines = [line.text for line in result.lines]
+    assert len(lines) == len(SKIMAGE_PAGE_LINES)
+    truth = "\n".join(SKIMAGE_PAGE_LINES)
+    assert edit_distance("\n".join(lines), truth) <= 0.05 * len(truth)
+    baseline = OcrEngine(OcrConfig(threads=1, det_score_mode="fast"))
+    assert len(baseline([real_page().image])[0].lines) < len(SKIMAGE_PAGE_LINES)  # the regression this guards
+
+
+def test_rotated_signs_and_two_columns_come_back_as_whole_lines_in_order(engine):
+    cases = [c for c in make_cases(per_category=3, seed=11, categories=("rotated", "multiline")) if c.lang == "en"]
+    edits = chars = 0
+    for case in cases:
+        (result,) = engine([case.image])
+        lines = [line.text for line in result.lines]
+        assert len(lines) == len(case.lines), (case.name, lines, case.lines)
+        edits += edit_distance("\n".join(lines), "\n".join(case.lines))
+        chars += len("\n".join(case.lines))
+    assert edits <= 0.05 * chars
 
 
 def test_english_lines_with_spaces_put_back(engine):

@@ -69,7 +69,7 @@ def checkpoints(s3):
 
     storage.ensure_bucket("s3://models/")
     uris = {}
-    for name in ("cam_tiny", "fusion_tiny", "restore_tiny", "quality_tiny"):
+    for name in ("cam_lite0", "fusion_tiny", "restore_tiny", "quality_tiny"):
         uris[name] = f"s3://models/serve/{name}.pt"
         storage.write_bytes(uris[name], (ROOT / "checkpoints" / f"{name}.pt").read_bytes())
     storage.ensure_bucket("s3://media/")
@@ -78,7 +78,7 @@ def checkpoints(s3):
 
 def _models(uris: dict, cam: str | None = None) -> dict:
     return {
-        "cam": {"checkpoint": cam or uris["cam_tiny"]},
+        "cam": {"checkpoint": cam or uris["cam_lite0"]},
         "ocr": {"det_limit_side": 320, "presence_side": 0},
         "objects": {"max_side": 640},
         "fusion": {"checkpoint": uris["fusion_tiny"]},
@@ -142,7 +142,7 @@ def test_ready_and_models_name_the_object_store_checkpoints(server, checkpoints)
     assert fusion["version"] == f"{fusion['uri']}#epoch={fusion['epoch']}"
     assert "val_auroc" in fusion["metrics"]
     assert models["restore"]["models"]["restore"]["uri"] == checkpoints["restore_tiny"]
-    assert models["localize"]["models"]["cam"]["uri"] == checkpoints["cam_tiny"]
+    assert models["localize"]["models"]["cam"]["uri"] == checkpoints["cam_lite0"]
 
 
 def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
@@ -266,7 +266,7 @@ def test_bad_input_gets_a_clear_4xx_and_the_service_goes_on(server):
     cases["json without uri"] = (_post(url, json={"path": "x"}), 400)
     cases["uri outside the prefixes"] = (_post(url, json={"uri": "file:///etc/passwd"}), 403)
     cases["local path"] = (_post(url, json={"uri": "/etc/passwd"}), 403)
-    cases["dot segments"] = (_post(url, json={"uri": "s3://media/a/../../models/serve/cam_tiny.pt"}), 403)
+    cases["dot segments"] = (_post(url, json={"uri": "s3://media/a/../../models/serve/cam_lite0.pt"}), 403)
     cases["another bucket sharing the prefix's name"] = (_post(url, json={"uri": "s3://media-private/x.png"}), 403)
     cases["missing object"] = (_post(url, json={"uri": "s3://media/nope.png"}), 404)
     cases["invalid bucket name"] = (_post(url, json={"uri": "s3://../../etc/passwd"}), 400)
@@ -353,7 +353,7 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     from serve.app import start
 
     new_uri = "s3://models/serve/cam_v2.pt"
-    storage.write_bytes(new_uri, storage.read_bytes(checkpoints["cam_tiny"]))
+    storage.write_bytes(new_uri, storage.read_bytes(checkpoints["cam_lite0"]))
     body, answers, stop = _png(_text_image()), [], threading.Event()
 
     def traffic():
@@ -371,7 +371,7 @@ def test_a_new_checkpoint_rolls_out_in_place_without_dropping_requests(server, c
     thread.join()
     assert answers and all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
     models = [model for _, model in answers]
-    assert models[0].startswith(checkpoints["cam_tiny"]) and models[-1].startswith(new_uri)
+    assert models[0].startswith(checkpoints["cam_lite0"]) and models[-1].startswith(new_uri)
     state = requests.get(f"{server}/v1/models", timeout=60).json()["models"]
     assert state["localize"]["models"]["cam"]["uri"] == new_uri
     assert state["localize"]["loads"] == 2  # the same replica loaded it: reconfigured, not restarted
