@@ -22,6 +22,8 @@ the actor count (1.0: every actor as fast as the loop). Both are printed with th
 (ONNX Runtime through ``stages.ocr.threads``, OpenCV through ``OPENCV_FOR_THREADS_NUM``, torch through
 ``OMP_NUM_THREADS``), so one actor uses one core.
 
+``cam`` runs the demo's localizer (``checkpoints/cam_lite0.pt``, EfficientNet-Lite0 at 224 px).
+
 ``text_embed`` reads OCR's text, so the score cannot run it alone: its score time is that of ``[ocr, text_embed]``
 minus that of ``[ocr]`` (the two runs differ only by it; the difference carries the run-to-run noise of the OCR
 runs, so small inputs give a noisy figure); the loop times the text_embed calls and its set-up directly, on the
@@ -31,13 +33,15 @@ loop's own OCR output. Both sides run text_embed on OCR's batches (the OCR batch
 0``) on the same decoded images, engine calls only (no reads, no decode, no set-up): ``1 - t_on / t_off``. With
 it, ``skipped_with_text`` counts images with text that the check wrongly skipped (the recall it costs), and
 ``skipped_no_text_by_kind`` how many text-free images of each kind it skipped: the saving depends on the corpus,
-as the check fires on faces and on some textures as well as on text.
+as the check fires on faces and on some textures as well as on text. ``ocr_speed_vs_baseline``: the same engine
+calls of the baseline engine of ``mediascore eval ocr --cases hard`` (no line grouping, DB boxes scored in their
+rectangle) over the default engine's seconds (1.0: as fast; above: the default is faster).
 
 Each side also records what it produced (OCR text, object count, token count per row): ``agree`` is the fraction
 of rows where both sides got the same. The last line is one JSON object: ``ratio_ocr``, ``ratio_text_embed``,
-``ratio_objects``, ``text_check_saving`` (null for stages not run) and the figures behind them.
+``ratio_objects``, ``ratio_cam``, ``text_check_saving`` (null for stages not run) and the figures behind them.
 
-    python bench/stages.py [--n 96] [--seed 0] [--stages ocr,text_embed,objects] [--concurrency CORES]
+    python bench/stages.py [--n 96] [--seed 0] [--stages ocr,text_embed,objects,cam] [--concurrency CORES]
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ from jobs.score.stages import build_stage
 
 BUCKET = "s3://bench-stages"
 INPUT = f"{BUCKET}/inputs"
-STAGES = ("ocr", "text_embed", "objects")
-AGREE_COLUMN = {"ocr": "ocr_text", "text_embed": "text_token_count", "objects": "obj_count"}
+STAGES = ("ocr", "text_embed", "objects", "cam")
+AGREE_COLUMN = {"ocr": "ocr_text", "text_embed": "text_token_count", "objects": "obj_count", "cam": "cam_class"}
+CAM_CHECKPOINT = "checkpoints/cam_lite0.pt"  # the demo's localizer (EfficientNet-Lite0, 224 px)
 
 
 def bench_config(names: list[str], actors: int, cores: int, fuse: str) -> ScoreConfig:
@@ -75,7 +80,10 @@ def bench_config(names: list[str], actors: int, cores: int, fuse: str) -> ScoreC
     decode_res = stage_res if fuse == "decode" else {"num_cpus": 0, "batch_size": batch, "concurrency": 1}
     overrides = {
         "decode": {"rows_per_block": batch, "resources": decode_res},
-        "stages": {"run": names, "fuse": fuse, "ocr": {"threads": 1}, **{n: {"resources": stage_res} for n in names}},
+        "stages": {
+            "run": names, "fuse": fuse, **{n: {"resources": stage_res} for n in names},
+            "ocr": {"threads": 1, "resources": stage_res}, "cam": {"checkpoint": CAM_CHECKPOINT, "resources": stage_res},
+        },  # fmt: skip
         "output": {"num_cpus": 0},
         "ray": {"num_cpus": cores},
     }
@@ -186,15 +194,17 @@ def bench_ocr_family(names: list[str], n: int, actors: int, cores: int, fuse: st
     return out
 
 
-def bench_objects(n: int, actors: int, cores: int, fuse: str) -> dict:
-    cfg = bench_config(["objects"], actors, cores, fuse)
+def bench_single(name: str, n: int, actors: int, cores: int, fuse: str) -> dict:
+    """A stage that reads only pixels (``objects``, ``cam``): the plain loop against the score."""
+    cfg = bench_config([name], actors, cores, fuse)
     loop = plain_loop(cfg)
-    seconds, summary, values = score(cfg, f"{BUCKET}/score-objects")
-    _check(summary, n, "objects")
-    counts = loop["values"]["objects"]
-    out = _figures(n, actors, loop["seconds"]["objects"], seconds, _agree(counts, values["objects"]))
-    out["objects_found"] = int(sum(int(c) for c in counts.values()))
-    print(f"[objects] {out}")
+    seconds, summary, values = score(cfg, f"{BUCKET}/score-{name}")
+    _check(summary, n, name)
+    produced = loop["values"][name]
+    out = _figures(n, actors, loop["seconds"][name], seconds, _agree(produced, values[name]))
+    if name == "objects":
+        out["objects_found"] = int(sum(int(c) for c in produced.values()))
+    print(f"[{name}] {out}")
     return out
 
 
@@ -225,16 +235,19 @@ def _by_kind(inputs: list[Input], results: list) -> dict[str, str]:
 
 def bench_text_check(inputs: list[Input]) -> dict:
     """OCR engine calls with the presence check on (default config) and off, on the same decoded images."""
+    from jobs.eval.ocr import BASELINE
     from jobs.media.ocr import OcrEngine
 
     cfg = bench_config(["ocr"], 1, 1, "decode")
     ocr_cfg, batch = cfg.stages.ocr, cfg.stages.ocr.resources.batch_size
     images = [decode_image(storage.read_bytes(f"{INPUT}/{x.key}"), cfg.decode.max_pixels)[0] for x in inputs]
     engines = [OcrEngine(ocr_cfg), OcrEngine(ocr_cfg.model_copy(update={"presence_side": 0}))]
-    (on_s, off_s), (on, off) = _timed_ocr(engines, images, batch)
+    engines.append(OcrEngine(ocr_cfg.model_copy(update=BASELINE)))  # no line grouping, boxes scored fast
+    (on_s, off_s, base_s), (on, off, _) = _timed_ocr(engines, images, batch)
     text = [x.has_text for x in inputs]
     out = {
         "on_s": round(on_s, 2), "off_s": round(off_s, 2), "saving": round(1 - on_s / off_s, 3),
+        "baseline_s": round(base_s, 2), "speed_vs_baseline": round(base_s / on_s, 3),
         "text_images": sum(text), "no_text_images": len(text) - sum(text),
         "skipped_no_text": sum(r.skipped for r, t in zip(on, text, strict=True) if not t),
         "skipped_with_text": sum(r.skipped for r, t in zip(on, text, strict=True) if t),
@@ -295,8 +308,9 @@ def run(args: argparse.Namespace, cores: int) -> dict:
     if "ocr" in names or "text_embed" in names:
         results.update(bench_ocr_family(names, args.n, args.concurrency, cores, args.fuse))
         results["text_check"] = bench_text_check(inputs)
-    if "objects" in names:
-        results["objects"] = bench_objects(args.n, args.concurrency, cores, args.fuse)
+    for name in ("objects", "cam"):
+        if name in names:
+            results[name] = bench_single(name, args.n, args.concurrency, cores, args.fuse)
     return results
 
 
@@ -322,7 +336,9 @@ def main() -> None:
         "ratio_ocr": results.get("ocr", {}).get("ratio"),
         "ratio_text_embed": results.get("text_embed", {}).get("ratio"),
         "ratio_objects": results.get("objects", {}).get("ratio"),
+        "ratio_cam": results.get("cam", {}).get("ratio"),
         "text_check_saving": results.get("text_check", {}).get("saving"),
+        "ocr_speed_vs_baseline": results.get("text_check", {}).get("speed_vs_baseline"),
         "n": args.n, "seed": args.seed, "cores": cores, "actors": args.concurrency, "fuse": args.fuse,
         "seconds": round(time.perf_counter() - started, 1), **results,
     }  # fmt: skip

@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_demo_runs_end_to_end_on_its_own_store(tmp_path, free_port):
     port = free_port
@@ -20,3 +22,11 @@ def test_demo_runs_end_to_end_on_its_own_store(tmp_path, free_port):
     for expected in ("rows written", "dead letter", "errors by reason", "image_truncated=1", "report"):
         assert expected in out, expected
     assert list((tmp_path / "reports").glob("*.html"))
+
+
+def test_train_demo_refuses_unknown_model_names_before_starting_anything():
+    from jobs.demo import DEMO_MODELS, train_demo_models
+
+    assert list(DEMO_MODELS) == ["cam", "cam_tiny", "fusion", "restore"]  # fusion's upstream is trained before it
+    with pytest.raises(ValueError, match="unknown demo models"):
+        train_demo_models(only=("cam", "gan"))

@@ -1,7 +1,12 @@
-"""The OCR evaluation's pieces: edit distance and matching recognized lines to the rendered truths."""
+"""The OCR evaluation's pieces: edit distance, matching recognized lines to the rendered truths, the hard cases."""
 
 from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
+from jobs.common.config import OcrConfig
+from jobs.corpus.ocr_cases import CATEGORIES, make_cases
 from jobs.eval.ocr import edit_distance, match_lines
 
 
@@ -39,3 +44,31 @@ def test_eval_ocr_reads_the_corpus_texts_and_reports_every_figure(corpus):
         else:
             assert math.isnan(result[f"cer_{lang}"])
     assert result["texts_en"] + result["texts_zh"] > 0  # the corpus renders text into its images
+
+
+def test_hard_cases_report_every_figure_against_the_baseline_engine():
+    from jobs.eval.ocr import run_eval_ocr_cases
+
+    result = run_eval_ocr_cases(OcrConfig(threads=1), per_category=1, seed=3, progress=lambda line: None)
+    assert result["images"] == 8 and result["textfree_images"] == 1  # one per category and the real page
+    assert set(result["cer_by_category"]) == {"rotated", "blurred", "jpeg", "gradient", "multiline", "page"}
+    assert result["page_lines"] == 6 + len(make_cases(1, 3, ("page",))[0].lines)
+    for figures in (result, result["baseline"]):
+        assert 0 <= figures["cer_en"] <= 100 and figures["invented_lines"] >= 0
+        assert figures["invented_lines_no_presence"] >= 0
+    # the baseline scores DB boxes in their rectangle, which loses lines of the photographed page
+    assert result["page_lines_missing"] < result["baseline"]["page_lines_missing"]
+    assert result["real_page_cer"] <= 5.0
+    if result["baseline"]["cer_en"]:
+        assert result["ratio_cer_en"] == round(result["cer_en"] / result["baseline"]["cer_en"], 3)
+
+
+def test_made_cases_are_reproducible_and_have_their_truth():
+    a, b = make_cases(2, 5), make_cases(2, 5)
+    assert [c.name for c in a] == [c.name for c in b]
+    assert all(np.array_equal(x.image, y.image) and x.lines == y.lines for x, y in zip(a, b, strict=True))
+    assert {c.category for c in a} == set(CATEGORIES)
+    assert all(c.lines for c in a if c.category != "textfree") and all(not c.lines for c in a if c.category == "textfree")
+    assert any(c.name == "skimage-page" for c in a)
+    with pytest.raises(ValueError, match="unknown category"):
+        make_cases(1, 0, ("sideways",))
