@@ -81,9 +81,12 @@ def bench_config(names: list[str], actors: int, cores: int, fuse: str) -> ScoreC
     overrides = {
         "decode": {"rows_per_block": batch, "resources": decode_res},
         "stages": {
-            "run": names, "fuse": fuse, **{n: {"resources": stage_res} for n in names},
-            "ocr": {"threads": 1, "resources": stage_res}, "cam": {"checkpoint": CAM_CHECKPOINT, "resources": stage_res},
-        },  # fmt: skip
+            "run": names,
+            "fuse": fuse,
+            **{n: {"resources": stage_res} for n in names},
+            "ocr": {"threads": 1, "resources": stage_res},
+            "cam": {"checkpoint": CAM_CHECKPOINT, "resources": stage_res},
+        },
         "output": {"num_cpus": 0},
         "ray": {"num_cpus": cores},
     }

@@ -279,7 +279,9 @@ def _add_train(sub) -> None:
         job.add_argument("--address", help="address of an existing Ray cluster; default: a local Ray")
         job.set_defaults(func=func)
     train_demo = train_sub.add_parser("demo", help="retrain the demo's checkpoints in checkpoints/ (make train)")
-    train_demo.add_argument("--models", help="comma-separated subset of cam,cam_tiny,fusion,restore (default: all, in order)")
+    train_demo.add_argument(
+        "--models", help="comma-separated subset of cam,cam_tiny,fusion,restore (default: all, in order)"
+    )
     train_demo.set_defaults(func=_cmd_train_demo)
 
 
@@ -309,8 +311,12 @@ def _add_eval(sub) -> None:
     eval_restore.set_defaults(func=_cmd_eval_restore)
 
     eval_ocr = eval_sub.add_parser("ocr", help="character error rate and line recall, English and Chinese")
-    eval_ocr.add_argument("--cases", choices=("corpus", "hard"), default="corpus",
-                          help="the corpus's rendered texts, or the harder cases made here (jobs/corpus/ocr_cases.py)")
+    eval_ocr.add_argument(
+        "--cases",
+        choices=("corpus", "hard"),
+        default="corpus",
+        help="the corpus's rendered texts, or the harder cases made here (jobs/corpus/ocr_cases.py)",
+    )
     eval_ocr.add_argument("--manifest", help="corpus manifest URI (mediascore make-corpus), for --cases corpus")
     eval_ocr.add_argument("--per-category", type=int, default=10, help="--cases hard: images per category")
     eval_ocr.add_argument("--seed", type=int, default=0, help="--cases hard: the seed that makes the cases")

@@ -163,7 +163,9 @@ class OcrConfig(StrictModel):
         "(fast); on curved or tightly spaced lines the rectangle takes in background and drops real lines",
     )
     invented_min_score: float = Field(
-        0.9, ge=0, le=1,
+        0.9,
+        ge=0,
+        le=1,
         description="lines of at most 3 characters that are one repeated character or hold no letter or digit need "
         "this confidence (texture read as '00' or 'O'); 0 keeps them all",
     )

@@ -31,7 +31,7 @@ from jobs.corpus import fonts
 
 CATEGORIES = ("rotated", "blurred", "jpeg", "gradient", "multiline", "page", "textfree")
 
-WORDS = (
+WORDS = (  # noqa: SIM905 (a paragraph reads better than 160 quoted words)
     "caution wet floor emergency exit only staff fire door keep closed no parking entry open daily from until "
     "please wait here push pull danger high voltage private property office hours welcome to the museum station "
     "platform north south east west street avenue road main library coffee fresh bread market closed for repairs "
@@ -43,7 +43,7 @@ WORDS = (
     "while it runs faster than previous systems with lower cost a model learns features from data labels "
     "each region is scored before its neighbours are merged into larger segments"
 ).split()
-ZH_WORDS = (
+ZH_WORDS = (  # noqa: SIM905
     "安全出口 禁止吸烟 小心地滑 欢迎光临 营业时间 请勿停车 注意安全 紧急出口 顾客止步 请排队 "
     "停车场 售票处 洗手间 电梯 楼梯 入口 出口 办公室 图书馆 火车站 公交车站 博物馆 超市 药店 "
     "今日特价 新鲜面包 请勿触摸 保持安静 当心触电 禁止通行 员工通道 服务中心 失物招领 候车室"
@@ -63,8 +63,9 @@ SKIMAGE_PAGE_LINES = (
 
 # scikit-image photographs and textures with no legible text in them
 TEXTFREE_PHOTOS = (
-    "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera", "hubble_deep_field", "immunohistochemistry", "moon",
-)
+    "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "camera", "hubble_deep_field", "immunohistochemistry",
+    "moon",
+)  # fmt: skip
 
 
 @dataclass
@@ -120,7 +121,8 @@ def _background(rng: np.random.Generator, width: int, height: int, kind: str) ->
         a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
         t = np.linspace(0, 1, width if rng.random() < 0.5 else height)
         ramp = (a[None] * (1 - t[:, None]) + b[None] * t[:, None]).astype(np.uint8)
-        return np.ascontiguousarray(np.broadcast_to(ramp[None] if len(t) == width else ramp[:, None], (height, width, 3)))
+        ramp = ramp[None] if len(t) == width else ramp[:, None]
+        return np.ascontiguousarray(np.broadcast_to(ramp, (height, width, 3)))
     if kind == "photo":
         from jobs.media.images import photo
 
@@ -168,14 +170,15 @@ def _sign(rng: np.random.Generator, lang: str, kind: str, angle: float, n_lines:
     lines = [_phrase(rng, lang, (2, 4)) for _ in range(n_lines)]
     block = _draw_block(lines, font, 1.5, (0, 0, 0))
     side = int(np.hypot(block.width, block.height)) + 16
-    width, height = max(side, int(rng.integers(320, 560))), max(int(side * 0.6) + block.height, int(rng.integers(160, 360)))
+    width = max(side, int(rng.integers(320, 560)))
+    height = max(int(side * 0.6) + block.height, int(rng.integers(160, 360)))
     background = _background(rng, width, height, kind)
     colour = _ink(rng, background)
     return _paste(background, _draw_block(lines, font, 1.5, colour), angle, rng), lines
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
-    ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    _, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
 
 

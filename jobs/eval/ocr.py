@@ -196,7 +196,8 @@ def _score_cases(engine, cases: list, progress, label: str) -> dict:
             progress(f"[eval ocr] {label}: {k}/{len(cases)} cases, {time.monotonic() - started:.0f} s")
 
     def cer(*key: str) -> float:
-        return round(100.0 * counts["edits", *key] / counts["chars", *key], 2) if counts["chars", *key] else float("nan")
+        chars = counts["chars", *key]
+        return round(100.0 * counts["edits", *key] / chars, 2) if chars else float("nan")
 
     by_category = {
         c: {lang: cer(c, lang) for lang in ("en", "zh") if counts["chars", c, lang]}
@@ -210,7 +211,7 @@ def _score_cases(engine, cases: list, progress, label: str) -> dict:
         "page_lines": counts["page_lines"],
         "page_lines_missing": counts["missing"],
         "page_out_of_order": counts["out_of_order"],
-        "real_page_cer": round(100.0 * counts["real_edits"] / counts["real_chars"], 2) if counts["real_chars"] else None,
+        "real_page_cer": round(100.0 * counts["real_edits"] / max(counts["real_chars"], 1), 2),
         "invented_lines": counts["invented"],
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -140,8 +140,8 @@ def _unit_after(chars: list[str], i: int, wide: set[int]) -> bool:
 def _space_after_punctuation(chars: list[str], i: int) -> bool:
     """A space the recognizer dropped after punctuation: after ``, ; : ! ?`` between a letter and a letter or digit
     (``"merged,95"``, ``"labels:scored"``); after a full stop that ends a word (two lowercase letters or three of
-    any case) and is followed by a capital (``"background.These"``, ``"YOUR.TRAIN"``). ``"3.5"``, ``"1,000"``, ``"np.zeros"``, ``"e.g."`` and ``"U.S."`` keep
-    theirs as read."""
+    any case) and is followed by a capital (``"background.These"``, ``"YOUR.TRAIN"``). ``"3.5"``, ``"1,000"``,
+    ``"np.zeros"``, ``"e.g."`` and ``"U.S."`` stay as read."""
     if i == 0 or i + 1 >= len(chars) or not _is_letter(chars[i - 1]):
         return False
     after = chars[i + 1]
@@ -157,7 +157,8 @@ def _space_after_punctuation(chars: list[str], i: int) -> bool:
 
 
 # letters written straight after a number: "9pm", "3rd", "5kg" keep no space
-UNIT_SUFFIXES = frozenset("am pm st nd rd th kg km cm mm ml mb gb kb hz px min h m s g k x".split())
+UNIT_SUFFIXES = frozenset(("am", "pm", "st", "nd", "rd", "th", "kg", "km", "cm", "mm", "ml", "mb", "gb", "kb", "hz",
+                           "px", "min", "h", "m", "s", "g", "k", "x"))  # fmt: skip
 
 
 def _split_with_unknown_edge(run: str, words: frozenset[str], cuts: set[int], min_unknown: int = 4) -> str | None:
@@ -202,7 +203,8 @@ def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str]
     out, i = [], 0
     while i < len(chars):
         if not _is_letter(chars[i]):
-            digit_to_letter = i in wide and chars[i].isdigit() and _is_letter(chars[i + 1]) and not _unit_after(chars, i, wide)
+            digit_to_letter = i in wide and chars[i].isdigit() and _is_letter(chars[i + 1])
+            digit_to_letter = digit_to_letter and not _unit_after(chars, i, wide)
             out.append(chars[i] + (" " if digit_to_letter or _space_after_punctuation(chars, i) else ""))
             i += 1
             continue
@@ -211,8 +213,9 @@ def restore_spaces(chars: list[str], centers: list[float], words: frozenset[str]
             j += 1
         run = "".join(chars[i : j + 1])
         allowed = {k - i + 1 for k in range(i, j) if k in wide}
-        split = None if run.lower() in words or not allowed else _segment(run, words, allowed)
-        split = split or (None if run.lower() in words or not allowed else _split_with_unknown_edge(run, words, allowed))
+        split = None
+        if run.lower() not in words and allowed:
+            split = _segment(run, words, allowed) or _split_with_unknown_edge(run, words, allowed)
         out.append((split or run) + (" " if j in wide and chars[j + 1].isdigit() else ""))
         i = j + 1
     return "".join(out)
@@ -338,7 +341,9 @@ class OcrEngine:
             return quads, crops
         groups = group_lines(quads, cfg.line_max_gap, cfg.line_max_angle)
         merged = np.stack([line_quad(quads[g]) for g in groups])
-        line_crops = [crops[g[0]] if len(g) == 1 else rectified_crop(bgr, q) for g, q in zip(groups, merged, strict=True)]
+        line_crops = [
+            crops[g[0]] if len(g) == 1 else rectified_crop(bgr, q) for g, q in zip(groups, merged, strict=True)
+        ]
         order = reading_order(merged, cfg.column_gap)
         return merged[order], [line_crops[k] for k in order]
 
@@ -386,6 +391,7 @@ class OcrEngine:
         if crops and self.cfg.use_angle_cls:
             crops, _, _ = self.engine.text_cls(crops)
         for (i, quad), (text, score, raw) in zip(pooled, self.recognize(crops) if crops else [], strict=True):
-            if text and score >= self.cfg.min_line_score and not looks_invented(text, score, self.cfg.invented_min_score):
+            invented = looks_invented(text, score, self.cfg.invented_min_score)
+            if text and score >= self.cfg.min_line_score and not invented:
                 results[i].lines.append(OcrLine(text, score, [int(round(v)) for v in quad.reshape(-1)], raw))
         return results

@@ -68,7 +68,7 @@ def test_made_cases_are_reproducible_and_have_their_truth():
     assert [c.name for c in a] == [c.name for c in b]
     assert all(np.array_equal(x.image, y.image) and x.lines == y.lines for x, y in zip(a, b, strict=True))
     assert {c.category for c in a} == set(CATEGORIES)
-    assert all(c.lines for c in a if c.category != "textfree") and all(not c.lines for c in a if c.category == "textfree")
+    assert all(bool(c.lines) == (c.category != "textfree") for c in a)
     assert any(c.name == "skimage-page" for c in a)
     with pytest.raises(ValueError, match="unknown category"):
         make_cases(1, 0, ("sideways",))
