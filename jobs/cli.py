@@ -131,12 +131,19 @@ def _cmd_eval_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _cmd_eval_fusion(args: argparse.Namespace) -> int:
     from jobs.eval.fusion import ABLATIONS, run_eval_fusion
     from jobs.train.fusion import load_fusion_settings
 
     ablations = ABLATIONS if args.ablations is None else tuple(a for a in args.ablations.split(",") if a)
-    result = run_eval_fusion(load_fusion_settings(args.config), ablations)
+    result = run_eval_fusion(load_fusion_settings(args.config), ablations, seeds=args.seeds)
     print(json.dumps(result, sort_keys=True))
     return 0
 
@@ -304,6 +311,9 @@ def _add_eval(sub) -> None:
     eval_fusion = eval_sub.add_parser("fusion", help="AUROC, accuracy, F1 against single-modality and no-weight runs")
     eval_fusion.add_argument("--config", required=True, help="the train fusion YAML (trains what is missing)")
     eval_fusion.add_argument("--ablations", help="comma-separated subset of text,style,object,key,no_weights")
+    eval_fusion.add_argument(
+        "--seeds", type=_positive_int, default=1, help="train every model N times (seeds seed..seed+N-1): means, stds"
+    )
     eval_fusion.set_defaults(func=_cmd_eval_fusion)
 
     eval_restore = eval_sub.add_parser("restore", help="PSNR/SSIM of input, classical, L1 and GAN on held-out photos")

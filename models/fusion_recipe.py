@@ -44,6 +44,8 @@ class FusionTrainConfig:
         weight_labels: ``image`` (every modality gets the image label) or ``modality`` (only the cause's).
         patience: early stopping after this many epochs without a lower validation loss (0: never).
         grad_clip: clip the gradient norm (0: no clipping).
+        target_precision: the decision threshold stored with each checkpoint is the lowest validation score at
+            which precision reaches this (``None``, or when no score reaches it: the threshold of the best F1).
     """
 
     epochs: int = 30
@@ -58,12 +60,15 @@ class FusionTrainConfig:
     weight_labels: str = "image"
     patience: int = 6
     grad_clip: float = 5.0
+    target_precision: float | None = 0.9
 
     def __post_init__(self) -> None:
         if self.weight_loss not in ("bce", "mse"):
             raise ValueError(f"weight_loss must be 'bce' or 'mse', got {self.weight_loss!r}")
         if self.weight_labels not in ("image", "modality"):
             raise ValueError(f"weight_labels must be 'image' or 'modality', got {self.weight_labels!r}")
+        if self.target_precision is not None and not 0 < self.target_precision <= 1:
+            raise ValueError(f"target_precision must be in (0, 1], got {self.target_precision}")
 
 
 def weight_targets(out: Mapping[str, Tensor], label: Tensor, positive_class: int, group: Tensor | None) -> Tensor:

@@ -228,7 +228,13 @@ class FusionStageConfig(StrictModel):
     ``obj_*`` columns, so ``text_embed`` and ``objects`` run before it."""
 
     checkpoint: str | None = Field(None, description="URI of a checkpoint written by `mediascore train fusion`")
-    threshold: float = Field(0.5, ge=0, le=1, description="score at or above which the class is the positive one")
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="score at or above which the class is the positive one; unset: the checkpoint's"
+        " (chosen on its validation split, see `train.target_precision`; 0.5 for a checkpoint without one)",
+    )
     resources: Resources = Resources(num_cpus=1.0, batch_size=16, concurrency=1)
 
 

@@ -237,7 +237,7 @@ def train_func(config: dict) -> None:
     import ray.train.torch
 
     from jobs.media.fusion_inputs import to_tensors
-    from jobs.train.metrics import binary_metrics
+    from jobs.train.metrics import binary_metrics, operating_threshold
     from models.checkpoint import checkpoint_bytes
     from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
     from models.fusion_recipe import FusionRecipe
@@ -268,14 +268,17 @@ def train_func(config: dict) -> None:
         scored = predict(recipe, val, device)  # every worker scores all of it: the same numbers everywhere
         metrics = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
         metrics |= {f"val_{k}": scored[k] for k in ("loss", "l1", "l2", "l3")}
-        return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"]).items()}
+        threshold = operating_threshold(val["label"], scored["prob"], train_cfg.target_precision)
+        metrics["val_threshold"] = threshold  # the operating point: at it, val_precision and val_recall
+        return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"], threshold).items()}
 
     data = _checkpoint_data(settings, config["manifest_sha1"])
 
     def checkpoint(epoch: int, metrics: dict) -> bytes:
         extra = {"best_loss": progress.best(), "bad_epochs": progress.epochs_since_best()}
         return checkpoint_bytes(
-            net, "fusion", config["model"], step=epoch + 1, epoch=epoch, metrics=metrics, data=data,
+            net, "fusion", config["model"], step=epoch + 1, epoch=epoch, metrics=metrics,
+            data=data | {"threshold": metrics["val_threshold"]},
             optimizer_state=recipe.state_dict(), extra=extra,
         )  # fmt: skip
 

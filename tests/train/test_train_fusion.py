@@ -7,9 +7,9 @@ import pytest
 from jobs.common import storage
 from jobs.common.config import ConfigError
 from jobs.common.storage import read_json
-from jobs.eval.fusion import run_eval_fusion, top_modality, weight_on_cause
+from jobs.eval.fusion import aggregate, run_eval_fusion, top_modality, weight_margin, weight_on_cause
 from jobs.train.fusion import frame_batch, load_cache, load_fusion_settings, predict
-from jobs.train.metrics import auroc, binary_metrics
+from jobs.train.metrics import auroc, binary_metrics, operating_threshold
 from models.checkpoint import build_from_checkpoint, load_checkpoint
 from models.fusion_recipe import FusionRecipe, FusionTrainConfig
 
@@ -41,15 +41,19 @@ def test_checkpoints_history_and_resume(fusion_trained):
     for h in history:
         assert {"train_l1", "train_l2", "train_l3", "val_loss", "val_auroc"} <= set(h)
         assert h["train_l3"] > 0  # the key module's auxiliary head is trained
+        assert 0 <= h["val_threshold"] <= 1 and {"val_precision", "val_recall"} <= set(h)
+    assert ckpt["data"]["threshold"] == history[7]["val_threshold"]  # each checkpoint carries its operating point
 
 
 @pytest.mark.slow  # trains every ablation variant: about 3.5 minutes on 2 cores
 def test_eval_fusion_reports_every_key(fusion_trained):
     settings, _, _ = fusion_trained
     result = run_eval_fusion(settings, ablations=("text", "no_weights"))
-    for key in ("auroc", "accuracy", "f1", "auroc_no_weights", "weight_on_cause"):
+    for key in ("auroc", "accuracy", "f1", "auroc_no_weights", "weight_on_cause", "threshold", "precision", "recall"):
         assert 0 <= result[key] <= 1, key
-    assert set(result["auroc_by_modality"]) == {"text"}
+    assert set(result["auroc_by_modality"]) == {"text"} and result["seeds"] == [settings.seed]
+    assert -1 <= result["weight_margin"] <= 1 and result["auroc_std"] is None
+    assert set(result["auroc_by_image_type"]) <= {"photo", "sketch", "cartoon"}
     assert read_json(storage.join(settings.output, "ablations/text/best.json"))
 
 
@@ -59,6 +63,38 @@ def test_auroc_and_metrics_by_hand():
     assert np.isnan(auroc(np.array([1, 1]), np.array([0.1, 0.2])))
     m = binary_metrics(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.4, 0.6]))
     assert m["accuracy"] == 0.5 and m["f1"] == pytest.approx(0.5)
+    assert m["precision"] == 0.5 and m["recall"] == 0.5
+    m = binary_metrics(np.array([0, 1, 1, 0]), np.array([0.2, 0.9, 0.4, 0.6]), threshold=0.7)
+    assert m["precision"] == 1.0 and m["recall"] == 0.5
+
+
+def test_operating_threshold_at_a_target_precision():
+    labels = np.array([0, 0, 1, 0, 1, 1, 1])
+    probs = np.array([0.1, 0.3, 0.35, 0.6, 0.7, 0.8, 0.9])
+    assert operating_threshold(labels, probs, 0.9) == 0.7  # 3 of 3 above it; at 0.6 precision falls to 0.75
+    assert operating_threshold(labels, probs, 0.75) == 0.35  # the lowest that reaches it: the most recall
+    assert operating_threshold(labels, probs, None) == 0.35  # best F1 (0.889)
+    reversed_labels = 1 - labels  # the top score is a negative: precision 0.9 is out of reach -> best F1
+    assert operating_threshold(reversed_labels, probs, 0.9) == 0.1
+    assert operating_threshold(np.ones(3), probs[:3], 0.9) == 0.5  # one class: no curve
+
+
+def test_seeds_aggregate_to_means_and_sample_stds():
+    runs = [{"auroc": 0.9, "by": {"a": 1.0, "b": None}, "name": "x"}, {"auroc": 0.96, "by": {"a": 0.5, "b": None}}]
+    out = aggregate(runs)
+    assert out["auroc"] == pytest.approx(0.93) and out["auroc_std"] == pytest.approx(0.0424, abs=1e-4)
+    assert out["by"] == {"a": 0.75, "b": None} and out["by_std"]["a"] == pytest.approx(0.3536, abs=1e-4)
+    assert out["name"] == "x" and "name_std" not in out
+    assert aggregate(runs[:1])["auroc_std"] is None  # one seed has no spread
+
+
+def test_weight_margin_of_the_cause_over_the_rest():
+    weights = np.array([[0.9, 0.2, 0.1, 0.95], [0.1, 0.8, 0.3, 0.0], [0.5, 0.5, 0.5, 0.5]])
+    mask = np.array([[True, True, True, False], [False, True, True, True], [True, True, True, True]])
+    kinds = np.array([[0, 1, 2, 3], [0, 1, 2, 4], [0, 1, 2, 3]])  # text, style, key, face / body
+    causes, labels = np.array(["text", "object", "style"]), np.array([1, 1, 0])
+    # text: 0.9 - 0.2; object (the body at 0.0): 0.0 - 0.8; the third row is safe and does not count
+    assert weight_margin(weights, mask, kinds, causes, labels) == pytest.approx((0.7 - 0.8) / 2)
 
 
 def test_weight_on_cause_uses_the_largest_present_weight():

@@ -5,7 +5,8 @@ with the same code as the training cache (:mod:`jobs.media.fusion_inputs`), and 
 upstream CNN encodes the whole image and the object crops. Columns:
 
 * ``fusion_score``: probability of the positive class (``risky``);
-* ``fusion_class``: the class name at ``threshold``;
+* ``fusion_class``: the class name at the threshold: ``threshold`` when set, else the checkpoint's operating point
+  (chosen on its validation split; 0.5 for a checkpoint without one);
 * ``fusion_weights``: each present modality's weight (``text``, ``style``, ``object`` (the largest over objects),
   ``key``), null for an absent one;
 * ``fusion_key_box``: the key region in the original image's pixels (``x0, y0, x1, y1``, exclusive ends);
@@ -60,6 +61,7 @@ class FusionStage(Stage):
         self.model, meta, self.info = load_model(cfg.checkpoint)
         self.device = next(self.model.parameters()).device
         self.classes, self.max_tokens = meta["data"]["classes"], meta["data"]["max_tokens"]
+        self.threshold = cfg.threshold if cfg.threshold is not None else meta["data"].get("threshold", 0.5)
         self.version = self.info["version"]
 
     def predict(self, images: list[np.ndarray], rows: list[dict]) -> dict[str, np.ndarray]:
@@ -91,7 +93,7 @@ class FusionStage(Stage):
             height, width = image.shape[:2]
             prob = float(pred["prob"][j])
             out["fusion_score"].append(prob)
-            out["fusion_class"].append(positive if prob >= self.cfg.threshold else negative)
+            out["fusion_class"].append(positive if prob >= self.threshold else negative)
             out["fusion_weights"].append(modality_weights(pred["weights"][j], pred["mask"][j], pred["kinds"][j]))
             box = pred["key_box"]
             scaled = None if box is None else [int(round(v)) for v in box[j] * [width, height, width, height]]

@@ -8,7 +8,8 @@ import pytest
 from jobs.common import storage
 from jobs.common.config import ConfigError, load_config
 from jobs.score.pipeline import run_score
-from jobs.score.stages.fusion import modality_weights
+from jobs.score.stages.fusion import FusionStage, modality_weights
+from models.checkpoint import load_checkpoint
 
 
 def test_fusion_stage_in_a_score_run(fusion_trained):
@@ -27,7 +28,9 @@ def test_fusion_stage_in_a_score_run(fusion_trained):
     assert len(rows) > 0 and rows.error.isna().all()
     assert rows.fusion_score.between(0, 1).all()
     assert set(rows.fusion_class) <= {"safe", "risky"}
-    assert ((rows.fusion_score >= 0.5) == (rows.fusion_class == "risky")).all()
+    threshold = load_checkpoint(storage.read_bytes(best["checkpoint"]))["data"]["threshold"]
+    assert threshold == best["metrics"]["val_threshold"]  # the operating point chosen on the validation split
+    assert ((rows.fusion_score >= threshold) == (rows.fusion_class == "risky")).all()
     for r in rows.itertuples():
         w = r.fusion_weights
         assert set(w) == {"text", "style", "object", "key"}
@@ -37,6 +40,13 @@ def test_fusion_stage_in_a_score_run(fusion_trained):
         x0, y0, x1, y1 = r.fusion_key_box
         assert 0 <= x0 < x1 <= r.width and 0 <= y0 < y1 <= r.height
         assert r.fusion_model.startswith(best["checkpoint"])
+
+
+def test_threshold_in_config_overrides_the_checkpoints(fusion_trained):
+    _, best, _ = fusion_trained
+    cfg = load_config(None, {"stages": {"fusion": {"checkpoint": best["checkpoint"]}}}).stages.fusion
+    assert FusionStage(cfg).threshold == best["metrics"]["val_threshold"]
+    assert FusionStage(cfg.model_copy(update={"threshold": 0.8})).threshold == 0.8
 
 
 def test_modality_weights_takes_the_largest_object_weight():
