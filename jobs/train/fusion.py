@@ -45,6 +45,11 @@ class FusionDataSettings(StrictModel):
     cam_checkpoint: str = Field(description="the CAM localizer whose backbone is the frozen upstream CNN")
     score_config: str | None = Field(None, description="score YAML for the feature run; its stages are replaced")
     max_tokens: int = Field(32, ge=1)
+    materialize: bool = Field(
+        True,
+        description="read the training split from the cache once and keep it in Ray's object store (which spills to "
+        "disk past its size) instead of reading and filtering the cache again every epoch",
+    )
     image_types: list[str] = ["photo", "sketch", "cartoon"]
     train_splits: list[str] = ["train"]
     val_splits: list[str] = ["val"]
@@ -306,6 +311,8 @@ def run_train_fusion(settings: TrainFusionSettings, address: str | None = None, 
         model = build_upstream_model(settings)
         fs, path = storage.resolve(storage.join(settings.data.cache, "rows/"))
         train = ray.data.read_parquet(path, filesystem=fs).filter(expr=col("split").is_in(settings.data.train_splits))
+        if settings.data.materialize:
+            train = train.materialize()  # read once: every epoch then streams from the object store
         loop_config = {
             "settings": settings.model_dump(mode="json"),
             "model": dataclasses.asdict(model.cfg),
