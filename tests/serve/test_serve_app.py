@@ -69,7 +69,7 @@ def checkpoints(s3):
 
     storage.ensure_bucket("s3://models/")
     uris = {}
-    for name in ("cam_lite0", "fusion_tiny", "restore_tiny", "quality_tiny"):
+    for name in ("cam_lite0", "fusion_lite0", "restore_tiny", "quality_tiny"):
         uris[name] = f"s3://models/serve/{name}.pt"
         storage.write_bytes(uris[name], (ROOT / "checkpoints" / f"{name}.pt").read_bytes())
     storage.ensure_bucket("s3://media/")
@@ -81,7 +81,7 @@ def _models(uris: dict, cam: str | None = None) -> dict:
         "cam": {"checkpoint": cam or uris["cam_lite0"]},
         "ocr": {"det_limit_side": 320, "presence_side": 0},
         "objects": {"max_side": 640},
-        "fusion": {"checkpoint": uris["fusion_tiny"]},
+        "fusion": {"checkpoint": uris["fusion_lite0"]},
         "restore": {"checkpoint": uris["restore_tiny"], "quality_checkpoint": uris["quality_tiny"]},
     }
 
@@ -138,7 +138,7 @@ def test_ready_and_models_name_the_object_store_checkpoints(server, checkpoints)
     models = requests.get(f"{server}/v1/models", timeout=60).json()["models"]
     assert set(models) == {"score", "localize", "ocr", "restore"} and all(m["loaded"] for m in models.values())
     fusion = models["score"]["models"]["fusion"]
-    assert fusion["uri"] == checkpoints["fusion_tiny"]
+    assert fusion["uri"] == checkpoints["fusion_lite0"]
     assert fusion["version"] == f"{fusion['uri']}#epoch={fusion['epoch']}"
     assert "val_auroc" in fusion["metrics"]
     assert models["restore"]["models"]["restore"]["uri"] == checkpoints["restore_tiny"]
@@ -164,7 +164,7 @@ def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
     assert got["class"] in ("risky", "safe") and set(got["weights"]) <= {"text", "style", "object", "key"}
     x0, y0, x1, y1 = got["cam_box"]
     assert 0 <= x0 < x1 <= image.shape[1] and 0 <= y0 < y1 <= image.shape[0]
-    assert got["models"]["fusion"].startswith(checkpoints["fusion_tiny"])
+    assert got["models"]["fusion"].startswith(checkpoints["fusion_lite0"])
 
     # the batch job's own stages, built here from the same sections, give the same answer
     models = _models(checkpoints)

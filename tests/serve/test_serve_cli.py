@@ -95,6 +95,6 @@ def test_serve_run_on_the_written_serve_config_file(tmp_path):
             _wait_ready(url, proc)
             _ocr_answers(url)
             models = requests.get(f"{url}/v1/models", timeout=60).json()["models"]
-            assert models["score"]["models"]["fusion"]["uri"].endswith("checkpoints/fusion_tiny.pt")
+            assert models["score"]["models"]["fusion"]["uri"].endswith("checkpoints/fusion_lite0.pt")
         finally:
             _stop(proc)
