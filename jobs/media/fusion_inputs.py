@@ -10,7 +10,8 @@ decoded pixels, becomes fixed-shape arrays:
 * ``image`` ``(I, I, 3)`` uint8: the whole image for the key module.
 
 The training cache (:func:`encode_upstream`) replaces ``style_image`` and ``obj_images`` by the frozen upstream
-CNN's pooled maps (``style_map``, ``obj_maps``), so the frozen part runs once and not every epoch.
+CNN's pooled maps (``style_map``, ``obj_maps``), so the frozen part runs once and not every epoch; with
+``freeze_upstream: false`` it keeps the pixels, and the upstream runs (and learns) in every training step.
 """
 
 from __future__ import annotations
@@ -107,9 +108,12 @@ def to_tensors(batch: Mapping[str, np.ndarray], device=None) -> dict:
 
 
 def encode_upstream(model, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The cache form of a batch: pixels for the upstream CNN replaced by its pooled maps (float16)."""
+    """The cache form of a batch: with a frozen upstream CNN (``freeze_upstream``), its pixels replaced by the
+    CNN's pooled maps (float16); an upstream that trains needs the pixels, and the batch stays as it is."""
     import torch
 
+    if not model.cfg.freeze_upstream:
+        return dict(batch)
     out = {k: v for k, v in batch.items() if k not in ("style_image", "obj_images")}
     with torch.no_grad():
         model.eval()

@@ -96,7 +96,8 @@ def build_upstream_model(settings: TrainFusionSettings):
     from models.fusion import build_fusion, load_upstream
 
     cam = read_checkpoint(settings.data.cam_checkpoint)
-    model = build_fusion(dataclasses.replace(settings.model, upstream=cam["config"]))
+    upstream = cam["config"] | {"pretrained": False}  # its weights are the CAM checkpoint's, not ImageNet's
+    model = build_fusion(dataclasses.replace(settings.model, upstream=upstream))
     load_upstream(model, cam["state_dict"])
     return model
 
@@ -144,6 +145,11 @@ def build_cache(settings: TrainFusionSettings, echo=print) -> dict:
             raise ValueError(
                 f"the cache {settings.data.cache} was made from another manifest: delete it and "
                 f"{settings.data.features}, or choose new locations"
+            )
+        if summary["specs"] != input_specs(build_upstream_model(settings), settings.data.max_tokens):
+            raise ValueError(
+                f"the cache {settings.data.cache} holds the inputs of another model (upstream CNN, input sizes, "
+                "map_side, max_tokens or freeze_upstream differ): delete it, or choose a new location"
             )
         return summary
     score_cfg = load_config(settings.data.score_config, overrides={"stages": {"run": FEATURE_STAGES}})

@@ -65,3 +65,18 @@ def test_pack_unpack_round_trip_and_tensors():
 def test_undecodable_crop_is_an_error():
     with pytest.raises(ValueError, match="undecodable"):
         row_inputs(IMAGE, {"obj_crops": [b"nope"], "obj_labels": ["face"]}, CFG, 4)
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_cache_form_keeps_pixels_only_for_an_upstream_that_trains(frozen):
+    from jobs.media.fusion_inputs import encode_upstream
+    from models.fusion import build_fusion
+
+    tiny = {"arch": "tiny", "width_mult": 0.25, "num_classes": 6}
+    model = build_fusion(FusionConfig(upstream=tiny, freeze_upstream=frozen, style_size=32, object_size=32))
+    batch = stack([row_inputs(np.zeros((40, 50, 3), np.uint8), {}, model.cfg, 4)])
+    out = encode_upstream(model, batch)
+    assert ("style_map" in out and "obj_maps" in out) == frozen
+    assert ("style_image" in out and "obj_images" in out) != frozen
+    if frozen:
+        assert out["style_map"].shape == (1, model.upstream.num_features, 4, 4) and out["style_map"].dtype == np.float16

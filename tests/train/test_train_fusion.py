@@ -1,6 +1,8 @@
 """The fusion training job end to end: features from a real `score` run, the Parquet cache, Ray Train, checkpoints
 in the real S3 server, resume, and `mediascore eval fusion`."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,7 @@ from jobs.common import storage
 from jobs.common.config import ConfigError
 from jobs.common.storage import read_json
 from jobs.eval.fusion import aggregate, run_eval_fusion, top_modality, weight_margin, weight_on_cause
-from jobs.train.fusion import frame_batch, load_cache, load_fusion_settings, predict
+from jobs.train.fusion import build_cache, frame_batch, load_cache, load_fusion_settings, predict
 from jobs.train.metrics import auroc, binary_metrics, operating_threshold
 from models.checkpoint import build_from_checkpoint, load_checkpoint
 from models.fusion_recipe import FusionRecipe, FusionTrainConfig
@@ -55,6 +57,16 @@ def test_eval_fusion_reports_every_key(fusion_trained):
     assert -1 <= result["weight_margin"] <= 1 and result["auroc_std"] is None
     assert set(result["auroc_by_image_type"]) <= {"photo", "sketch", "cartoon"}
     assert read_json(storage.join(settings.output, "ablations/text/best.json"))
+
+
+def test_a_cache_made_for_another_model_is_refused(fusion_trained):
+    settings, _, _ = fusion_trained
+    other = settings.model_copy(update={"model": dataclasses.replace(settings.model, map_side=2)})
+    with pytest.raises(ValueError, match="another model"):
+        build_cache(other)  # its pooled maps are 4x4: read as 2x2 they would be garbage
+    unfrozen = settings.model_copy(update={"model": dataclasses.replace(settings.model, freeze_upstream=False)})
+    with pytest.raises(ValueError, match="freeze_upstream"):
+        build_cache(unfrozen)  # maps cannot train the upstream: it needs the pixels
 
 
 def test_auroc_and_metrics_by_hand():
