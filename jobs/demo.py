@@ -28,6 +28,8 @@ DEMO_MODELS = {
     "restore": (ROOT / "configs" / "train_restore.yaml", CHECKPOINTS / "restore_tiny.pt"),
 }
 QUALITY_CHECKPOINT = CHECKPOINTS / "quality_tiny.pt"  # made by the restore run, beside its generator
+# The fusion scorer trains on a risk corpus four times the demo's (see configs/train_fusion.yaml), made beside it.
+FUSION_CORPUS_SCALE = 4.0
 
 
 def _corpus(uri: str, seed: int, scale: float) -> None:
@@ -87,6 +89,7 @@ def train_demo_models(seed: int = 0, only: tuple[str, ...] | None = None) -> dic
             latest = read_json(storage.join(settings.output, "latest.json"))
         elif name == "fusion":
             settings = train_fusion.load_fusion_settings(config, clean)
+            _corpus(settings.data.manifest.rsplit("/", 1)[0], seed, FUSION_CORPUS_SCALE)
             latest = train_fusion.run_train_fusion(settings)  # the best epoch (lowest validation loss)
             metrics = latest["metrics"]
         else:
