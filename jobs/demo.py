@@ -133,7 +133,7 @@ def run_demo(scale: float = 1.0, config: str | None = None, seed: int = 0) -> No
     print(f"\n[demo] done in {time.monotonic() - started:.0f} s. To read the results:")
     print(export_lines(state))
     print(
-        f'{sys.executable} -c "import pyarrow.parquet as pq; from jobs import storage; '
+        f'{sys.executable} -c "import pyarrow.parquet as pq; from jobs.common import storage; '
         f"fs, path = storage.resolve('{output}/rows'); print(pq.read_table(path, filesystem=fs).to_pandas())\""
     )
     print("make s3-down   # stops the object store; its data stays in .mediascore/s3")
