@@ -242,13 +242,23 @@ def _checkpoint_data(settings: TrainFusionSettings, manifest_sha1: str) -> dict:
     }
 
 
+def validation_metrics(recipe, val: dict[str, np.ndarray], device, target_precision: float | None) -> dict:
+    """The ``val_*`` figures of one epoch: losses, AUROC, and the operating point ``val_threshold`` with accuracy,
+    F1, precision and recall at it. Every worker scores all of ``val``: the same numbers everywhere."""
+    from jobs.train.metrics import binary_metrics, operating_threshold
+
+    scored = predict(recipe, val, device)
+    threshold = operating_threshold(val["label"], scored["prob"], target_precision)
+    metrics = {f"val_{k}": scored[k] for k in ("loss", "l1", "l2", "l3")} | {"val_threshold": threshold}
+    return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"], threshold).items()}
+
+
 def train_func(config: dict) -> None:
     """The per-worker loop (runs inside Ray Train)."""
     import ray.train
     import ray.train.torch
 
     from jobs.media.fusion_inputs import to_tensors
-    from jobs.train.metrics import binary_metrics, operating_threshold
     from models.checkpoint import checkpoint_bytes
     from models.fusion import build_fusion, fusion_config_from_dict, load_upstream
     from models.fusion_recipe import FusionRecipe
@@ -276,12 +286,8 @@ def train_func(config: dict) -> None:
             stats = recipe.train_step(to_tensors(frame_batch(cells, specs), device))
             sums = {k: sums[k] + float(stats[k]) for k in sums}
             n += 1
-        scored = predict(recipe, val, device)  # every worker scores all of it: the same numbers everywhere
         metrics = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
-        metrics |= {f"val_{k}": scored[k] for k in ("loss", "l1", "l2", "l3")}
-        threshold = operating_threshold(val["label"], scored["prob"], train_cfg.target_precision)
-        metrics["val_threshold"] = threshold  # the operating point: at it, val_precision and val_recall
-        return metrics | {f"val_{k}": v for k, v in binary_metrics(val["label"], scored["prob"], threshold).items()}
+        return metrics | validation_metrics(recipe, val, device, train_cfg.target_precision)
 
     data = _checkpoint_data(settings, config["manifest_sha1"])
 
