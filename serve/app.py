@@ -37,6 +37,8 @@ api = FastAPI(
 
 def _options(d: DeploymentSettings) -> dict:
     actor = {"num_cpus": d.num_cpus} | ({"num_gpus": d.num_gpus} if d.num_gpus else {})
+    if d.label_selector:
+        actor["label_selector"] = dict(d.label_selector)
     return {
         "ray_actor_options": actor,
         "max_ongoing_requests": d.max_ongoing_requests,

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import ModelSections, StrictModel, load_yaml
+from jobs.common.config import LabelSelector, ModelSections, StrictModel, load_yaml
 
 
 class DeploymentSettings(StrictModel):
@@ -31,6 +31,7 @@ class DeploymentSettings(StrictModel):
     retry_after_s: float = Field(1.0, ge=0)
     num_cpus: float = Field(0.25, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    label_selector: LabelSelector = Field({}, description="node labels the replicas need; empty: any node")
 
 
 class ServeModels(ModelSections):

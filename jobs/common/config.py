@@ -8,10 +8,10 @@ with the resources of its actor pool, so a cluster can put model stages on GPUs 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_MAX_PIXELS = 100_000_000  # the decompression-bomb guard where no config sets another
 
@@ -41,16 +41,37 @@ def resolve_path(value: str | Path | None) -> str | None:
     return str(REPO_ROOT / value)
 
 
+def _check_selector(selector: dict[str, str]) -> dict[str, str]:
+    if selector:  # Ray's own syntax check, so that a typo fails at load and not when the step is scheduled
+        from ray._private.label_utils import validate_label_selector
+
+        if problem := validate_label_selector(selector):
+            raise ValueError(problem)
+    return selector
+
+
+LabelSelector = Annotated[dict[str, str], AfterValidator(_check_selector)]
+"""Node labels a step's actors need, as Ray matches them (``{"mediascore-group": "model"}``; a value may be
+``"!x"``, ``"in(a,b)"`` or ``"!in(a,b)"``). Empty: any node.
+
+Placement is by node labels rather than custom resources: a label describes a node without being a quantity, so
+the step's ``num_cpus``/``num_gpus`` stay the only thing Ray counts, and no config has to invent a resource amount
+that matches the node's size. Labels come from ``ray start --labels k=v``, KubeRay's group ``labels`` and the
+cluster launcher's node-type ``labels``; Ray >= 2.49 schedules by them (``label_selector``)."""
+
+
 class Resources(StrictModel):
     """Resources of one step's Ray Data operator, given at its ``map_batches`` call.
 
     ``concurrency`` is the number of actors, fixed (``2``) or autoscaling between bounds (``[1, 8]``).
+    ``label_selector`` pins the step's actors to nodes whose Ray labels match (see :data:`LabelSelector`).
     """
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     batch_size: int = Field(16, ge=1)
     concurrency: int | tuple[int, int] = 1
+    label_selector: LabelSelector = {}
 
     @model_validator(mode="after")
     def _check_concurrency(self) -> Resources:
@@ -311,6 +332,7 @@ class OutputConfig(StrictModel):
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
     num_cpus: float = Field(0.25, ge=0)
     concurrency: int = Field(1, ge=1)
+    label_selector: LabelSelector = Field({}, description="node labels the writer actors need; empty: any node")
 
 
 class RayConfig(StrictModel):

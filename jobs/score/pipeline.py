@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pyarrow.compute as pc
 
 from jobs.common import storage
@@ -97,7 +98,36 @@ def _pool(res: Resources) -> dict:
     args = {"compute": compute, "num_cpus": res.num_cpus, "batch_size": res.batch_size, "batch_format": "numpy"}
     if res.num_gpus:
         args["num_gpus"] = res.num_gpus
+    if res.label_selector:
+        args["label_selector"] = dict(res.label_selector)
     return args
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def _route(batch: dict, step: str, node: str) -> dict:
+    """Append ``step@node`` to every row's ``_route``: the writer counts from it which node did each step."""
+    hop = f"{step}@{node}"
+    old = batch.get("_route")
+    n = len(batch["source_uri"])
+    batch["_route"] = np.array([hop] * n if old is None else [f"{r},{hop}" for r in old], dtype=object)
+    return batch
+
+
+class _DecodeActor(Decoder):
+    """The decode step, its rows routed through this node."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.node = _node_id()
+
+    def __call__(self, batch):
+        for block in super().__call__(batch):
+            yield _route(block, "decode", self.node)
 
 
 class _StageActor:
@@ -106,11 +136,15 @@ class _StageActor:
 
     def __init__(self, names: list[str], cfg: ScoreConfig, last: bool):
         stages = [build_stage(name, cfg.stages) for name in names]
+        self.names = names
         self.fn = stages[0] if len(stages) == 1 else ChainedStages(stages)
         self.last = last
+        self.node = _node_id()
 
     def __call__(self, batch):
         batch = self.fn(batch)
+        for name in self.names:
+            _route(batch, name, self.node)
         if self.last:
             batch.pop("pixels", None)
         return batch
@@ -120,7 +154,7 @@ class _DecodeAndStages:
     """Decode and every stage in one actor (``stages.fuse: decode``): pixels never leave the process."""
 
     def __init__(self, cfg: ScoreConfig, names: list[str]):
-        self.decoder = Decoder(cfg.decode, keep_pixels=True, retry=cfg.retry.policy())
+        self.decoder = _DecodeActor(cfg.decode, True, cfg.retry.policy())
         self.stages = _StageActor(names, cfg, last=True)
 
     def __call__(self, batch):
@@ -128,13 +162,35 @@ class _DecodeAndStages:
             yield self.stages(block)
 
 
+class _WriterActor(Writer):
+    """The writer, which also counts the rows each node did for each step (from ``_route``) into its summary."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.node = _node_id()
+
+    def __call__(self, batch):
+        routes = batch.pop("_route", None)
+        hops = collections.Counter(hop for r in ([] if routes is None else routes) for hop in str(r).split(","))
+        hops[f"writer@{self.node}"] += len(batch["source_uri"])
+        return super().__call__(batch) | {"nodes": np.array([json.dumps(hops)])}
+
+
 def _chain_resources(cfg: ScoreConfig, names: list[str]) -> Resources:
+    """The pool of stages that run in one actor: the most CPU and GPU any asks for, the smallest batch, and every
+    stage's node labels (stages pinned to different groups cannot share an actor)."""
     sections = [getattr(cfg.stages, n).resources for n in names]
+    labels: dict[str, str] = {}
+    for name, r in zip(names, sections, strict=True):
+        for key, value in r.label_selector.items():
+            if labels.setdefault(key, value) != value:
+                raise ValueError(f"stages.fuse: {name} needs {key}={value}, another fused stage {key}={labels[key]}")
     return Resources(
         num_cpus=max(r.num_cpus for r in sections),
         num_gpus=max(r.num_gpus for r in sections),
         batch_size=min(r.batch_size for r in sections),
         concurrency=sections[0].concurrency,
+        label_selector=labels,
     )
 
 
@@ -153,34 +209,57 @@ def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: S
         ds = ds.map_batches(_DecodeAndStages, fn_constructor_args=(cfg, stages), **_pool(cfg.decode.resources))
     else:
         decode_args = (cfg.decode, bool(stages), cfg.retry.policy())
-        ds = ds.map_batches(Decoder, fn_constructor_args=decode_args, **_pool(cfg.decode.resources))
+        ds = ds.map_batches(_DecodeActor, fn_constructor_args=decode_args, **_pool(cfg.decode.resources))
         groups = [stages] if cfg.stages.fuse == "stages" and stages else [[name] for name in stages]
         for i, group in enumerate(groups):
             res, last = _chain_resources(cfg, group), i == len(groups) - 1
             ds = ds.map_batches(_StageActor, fn_constructor_args=(group, cfg, last), **_pool(res))
     writer = Resources(
-        num_cpus=cfg.output.num_cpus, batch_size=cfg.output.rows_per_file, concurrency=cfg.output.concurrency
-    )
+        num_cpus=cfg.output.num_cpus, batch_size=cfg.output.rows_per_file, concurrency=cfg.output.concurrency,
+        label_selector=cfg.output.label_selector,
+    )  # fmt: skip
     writer_args = (out, cfg.output.compression, cfg.retry.policy())
-    return ds.map_batches(Writer, fn_constructor_args=writer_args, **_pool(writer))
+    return ds.map_batches(_WriterActor, fn_constructor_args=writer_args, **_pool(writer))
 
 
-def _drain(ds, total: int, interval_s: float, echo: Callable[[str], None]) -> list[str]:
-    """Run the pipeline, echoing progress; the sources left pending (store unavailable past the retry budget)."""
+def _drain(ds, total: int, interval_s: float, echo: Callable[[str], None]) -> tuple[list[str], collections.Counter]:
+    """Run the pipeline, echoing progress. Returns the sources left pending (store unavailable past the retry
+    budget) and the rows done per ``step@node``."""
     start = last = time.monotonic()
     rows = dead = done = 0
     pending: set[str] = set()
+    hops: collections.Counter = collections.Counter()
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows += int(batch["rows"].sum())
         dead += int(batch["dead"].sum())
         done += int(batch["sources_done"].sum())
         pending.update(uri for text in batch["pending_sources"] for uri in str(text).split("\n") if uri)
+        for text in batch["nodes"]:
+            hops.update(json.loads(str(text)))
         now = time.monotonic()
         if now - last >= interval_s:
             rate = rows / max(now - start, 1e-9)
             echo(f"[score] {done}/{total} sources, {rows} rows, {dead} dead-lettered, {rate:.1f} rows/s")
             last = now
-    return sorted(pending)
+    return sorted(pending), hops
+
+
+def node_report(hops: collections.Counter) -> dict[str, dict]:
+    """``_manifest.json``'s ``nodes``: for each node of this run, its Ray labels and the rows it did per step."""
+    import ray
+
+    labels = {n["NodeID"]: n.get("Labels", {}) for n in ray.nodes()}
+    report: dict[str, dict] = {}
+    for hop, count in sorted(hops.items()):
+        step, node = hop.split("@", 1)
+        entry = report.setdefault(node, {"labels": _user_labels(labels.get(node, {})), "rows": {}})
+        entry["rows"][step] = entry["rows"].get(step, 0) + count
+    return report
+
+
+def _user_labels(labels: dict[str, str]) -> dict[str, str]:
+    """A node's labels without Ray's own (``ray.io/node-id`` and the like)."""
+    return {k: v for k, v in labels.items() if not k.startswith("ray.io/")}
 
 
 def _check_job(output_uri: str, job: dict) -> None:
@@ -239,12 +318,14 @@ def run_score(
         + (f", {removed} files of an interrupted run removed" if removed else "")
     )
     pending: list[str] = []
+    nodes: dict[str, dict] = {}
     if todo:
         run_cfg = cfg.model_copy(update={"stages": cfg.stages.resolved()})  # absolute paths, for the workers
         with ray_session(cfg.ray, address):
             ds = build_dataset(todo, partial, run_cfg, stages, output_uri)
-            pending = _drain(ds, len(todo), cfg.progress_interval_s, echo)
-    summary = _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started, pending)
+            pending, hops = _drain(ds, len(todo), cfg.progress_interval_s, echo)
+            nodes = node_report(hops)
+    summary = _finish(input_uri, output_uri, listing, len(todo), time.monotonic() - started, pending, nodes)
     if pending:
         echo(f"[score] {len(pending)} inputs pending: the store stayed unavailable past retry.budget_s "
              f"({cfg.retry.budget_s:g} s); run the same command again to do them")  # fmt: skip
@@ -252,7 +333,13 @@ def run_score(
 
 
 def _finish(
-    input_uri: str, output_uri: str, listing: Listing, processed: int, elapsed: float, pending: list[str] | None = None
+    input_uri: str,
+    output_uri: str,
+    listing: Listing,
+    processed: int,
+    elapsed: float,
+    pending: list[str] | None = None,
+    nodes: dict[str, dict] | None = None,
 ) -> ScoreSummary:
     commits = load_state(output_uri).commits
     dead = commits.column("dead")
@@ -279,11 +366,13 @@ def _finish(
         rows_per_s=round(rows / elapsed, 2) if elapsed else 0.0, pending=len(pending or []),
         pending_sources=list(pending or [])[:100], locations=locations,
     )  # fmt: skip
-    _write_manifest(output_uri, commits, summary)
+    _write_manifest(output_uri, commits, summary, nodes or {})
     return summary
 
 
-def _write_manifest(output_uri: str, commits, summary: ScoreSummary) -> None:
+def _write_manifest(output_uri: str, commits, summary: ScoreSummary, nodes: dict[str, dict]) -> None:
+    """Every data file with its row count, the schema, the summary, and ``nodes``: per node of the run that wrote
+    the manifest, its labels and the rows it did for each step (``decode``, each stage, ``writer``)."""
     files: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"rows": 0, "dead_letter": 0})
     for name, is_dead in zip(commits.column("file").to_pylist(), commits.column("dead").to_pylist(), strict=True):
         files[name]["dead_letter" if is_dead else "rows"] += 1
@@ -296,5 +385,6 @@ def _write_manifest(output_uri: str, commits, summary: ScoreSummary) -> None:
         ],
         "schema": [f"{f.name}: {f.type}" for f in output_schema()],
         "summary": summary.as_dict(),
+        "nodes": nodes,
     }
     write_json(storage.join(output_uri, "_manifest.json"), manifest)

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from jobs.common import storage, transient
-from jobs.common.config import RayConfig, RetryConfig, StrictModel
+from jobs.common.config import LabelSelector, RayConfig, RetryConfig, StrictModel
 from jobs.common.storage import read_json, write_json
 
 
@@ -39,6 +41,18 @@ class ScalingSettings(StrictModel):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(3, ge=-1, description="worker-group restarts before the run fails; -1: no limit")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how the workers' bundles share nodes; STRICT_SPREAD: one worker per node"
+    )
+    label_selector: LabelSelector | list[LabelSelector] = Field(
+        {}, description="node labels every worker needs, or one selector per worker; empty: any node"
+    )
+
+    @model_validator(mode="after")
+    def _check_selectors(self) -> ScalingSettings:
+        if isinstance(self.label_selector, list) and len(self.label_selector) != self.num_workers:
+            raise ValueError(f"label_selector: {len(self.label_selector)} selectors for {self.num_workers} workers")
+        return self
 
 
 class TrainSettings(StrictModel):
@@ -65,6 +79,8 @@ def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, 
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
             resources_per_worker={"CPU": scaling.cpus_per_worker},
+            placement_strategy=scaling.placement_strategy,
+            label_selector=scaling.label_selector or None,
         ),
         datasets={"train": train_dataset},
         run_config=RunConfig(
@@ -135,6 +151,19 @@ def start_worker(seed: int):
     return ctx.get_world_rank(), ctx.get_world_size(), ray.train.torch.get_device()
 
 
+def worker_nodes() -> list[str]:
+    """The Ray node ID of every Ray Train worker, by rank (gathered over the process group when there is one)."""
+    import ray
+    import torch.distributed as dist
+
+    node = ray.get_runtime_context().get_node_id()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [node]
+    nodes: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(nodes, node)
+    return [str(n) for n in nodes]
+
+
 def resume(files: RunFiles, enabled: bool, monitor: str | None = None) -> tuple[dict | None, Progress]:
     """The latest checkpoint (``None`` when there is none or ``enabled`` is false) and the progress it stands
     for; the checkpoint's weights and optimizer state are the job's to load."""
@@ -175,7 +204,8 @@ def train_epochs(
         write = storage.write_bytes if isinstance(data, bytes) else write_json
         transient.retrying(lambda: write(uri, data), policy, f"write {uri}")
 
-    rank = ray.train.get_context().get_world_rank()
+    ctx = ray.train.get_context()
+    rank, placement = ctx.get_world_rank(), {"world_size": ctx.get_world_size(), "nodes": worker_nodes()}
     for epoch in range(progress.start, epochs):
         if patience and progress.epochs_since_best() >= patience:
             break
@@ -183,7 +213,7 @@ def train_epochs(
         metrics = {"epoch": epoch} | one_epoch(epoch)
         metrics["epoch_s"] = round(time.monotonic() - started, 2)
         improved = progress.monitor is not None and metrics[progress.monitor] < progress.best()
-        progress.history.append(metrics)
+        progress.history.append(metrics | placement)
         if rank == 0:
             uri = files.checkpoint(epoch)
             put(uri, checkpoint(epoch, metrics))
