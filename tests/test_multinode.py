@@ -85,11 +85,12 @@ class Cluster:
     def labels(self) -> dict[str, str]:
         """Node ID -> its ``mediascore-group`` label, as the cluster reports it."""
         script = (
-            "import json, ray; ray.init(address='%s', logging_level='ERROR'); "
+            "import json, sys, ray; ray.init(address=sys.argv[1], logging_level='ERROR'); "
             "print(json.dumps({n['NodeID']: n.get('Labels', {}).get('mediascore-group') for n in ray.nodes() "
-            "if n['Alive']}))" % self.address
+            "if n['Alive']}))"
         )
-        out = subprocess.run([sys.executable, "-c", script], env=_env(), capture_output=True, text=True, timeout=60)
+        cmd = [sys.executable, "-c", script, self.address]
+        out = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr[-2000:]
         return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -174,7 +175,6 @@ def test_ray_job_submit_runs_score_on_the_head(cluster, corpus):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "succeeded" in result.stdout.lower()
     _check_exactly_once(out, corpus_uri, manifest)
-    assert len(storage.list_objects(storage.join(out, "_commits"))) > committed_at_kill  # work went on after it
     summary = read_json(storage.join(out, "_manifest.json"))["summary"]
     assert summary["rows_written"] == len(_rows(out)) and summary["input"] == corpus_uri
 
@@ -206,4 +206,5 @@ def test_killing_the_second_node_mid_score_loses_and_doubles_nothing(cluster, co
         again = _cli(*args)
         assert again.returncode == 0, log[-2000:] + again.stderr[-3000:]
     _check_exactly_once(out, corpus_uri, manifest)
+    assert len(storage.list_objects(storage.join(out, "_commits"))) > committed_at_kill  # work went on after it
     assert len(storage.list_objects(storage.join(out, "_commits"))) > committed_at_kill  # work went on after it

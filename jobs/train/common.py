@@ -19,7 +19,6 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, model_validator
