@@ -38,3 +38,19 @@ def test_cluster_config_fits_the_node_types(cluster):
     for name in cfg.stages.run:
         assert getattr(cfg.stages, name).resources.num_cpus <= biggest_cpu
     assert cfg.decode.resources.num_cpus <= biggest_cpu
+
+
+def test_every_pinned_step_has_a_node_type_with_its_label_and_resources(cluster):
+    cfg = load_config("configs/cluster.yaml")
+    steps = [("decode", cfg.decode.resources.label_selector, cfg.decode.resources.num_gpus)]
+    steps += [(n, getattr(cfg.stages, n).resources.label_selector, getattr(cfg.stages, n).resources.num_gpus)
+              for n in cfg.stages.run]  # fmt: skip
+    steps.append(("writer", cfg.output.label_selector, 0.0))
+    types = cluster["available_node_types"].values()
+    for step, selector, gpus in steps:
+        assert selector, f"{step} is not pinned to a node group"
+        fits = [t for t in types if selector.items() <= t.get("labels", {}).items()]
+        assert fits, f"{step}: no node type has the labels {selector}"
+        assert all(t["resources"].get("GPU", 0) >= gpus for t in fits), f"{step} asks for a GPU its nodes lack"
+        assert gpus or all(t["resources"].get("GPU", 0) == 0 for t in fits), f"{step}: a CPU step on GPU nodes"
+    assert any(gpus for _, _, gpus in steps)
