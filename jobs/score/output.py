@@ -183,7 +183,8 @@ class OutputState:
         return done, partial
 
 
-def _list_names(output_uri: str, folder: str) -> set[str]:
+def list_names(output_uri: str, folder: str) -> set[str]:
+    """The ``<name>`` of every Parquet file in ``folder`` of the output."""
     return {
         obj.uri.rsplit("/", 1)[-1][: -len(".parquet")]
         for obj in storage.list_objects(storage.join(output_uri, folder), extensions=[".parquet"])
@@ -191,8 +192,11 @@ def _list_names(output_uri: str, folder: str) -> set[str]:
 
 
 def load_state(output_uri: str) -> OutputState:
-    """Read every commit record under ``output_uri`` (empty state for a new output), with a ``file`` column."""
-    names = _list_names(output_uri, "_commits")
+    """Read every commit record under ``output_uri`` (empty state for a new output), with a ``file`` column.
+
+    All of them at once, in memory: for ``--retry-dead-letter`` and tests. A run's resume goes through
+    :func:`jobs.score.resume.scan_commits`, whose memory stays bounded as the output grows."""
+    names = list_names(output_uri, "_commits")
     tables = [COMMIT_SCHEMA.empty_table().append_column("file", pa.array([], pa.string()))]
     fs, path = storage.resolve(storage.join(output_uri, "_commits"))
     for name in sorted(names):
@@ -205,7 +209,7 @@ def remove_orphans(output_uri: str, committed: set[str]) -> int:
     """Delete data files that have no commit record (left by an interrupted run). Returns how many."""
     removed = 0
     for folder in ("rows", "dead_letter"):
-        for name in _list_names(output_uri, folder) - committed:
+        for name in list_names(output_uri, folder) - committed:
             storage.delete(storage.join(output_uri, folder, f"{name}.parquet"))
             removed += 1
     return removed

@@ -16,7 +16,6 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pyarrow.compute as pc
 
 from jobs.common import storage
 from jobs.common.config import Resources, ScoreConfig
@@ -24,6 +23,7 @@ from jobs.common.session import ray_session
 from jobs.common.storage import read_json, write_json
 from jobs.score.ingest import Decoder, Listing, MediaObject, list_inputs
 from jobs.score.output import Writer, load_state, output_schema, remove_orphans, reopen_dead_letters
+from jobs.score.resume import scan_commits
 from jobs.score.stages import ChainedStages, build_stage
 
 MAX_INPUT_BLOCKS = 2000
@@ -304,14 +304,13 @@ def run_score(
     storage.ensure_bucket(output_uri)
     _check_job(output_uri, job)
     write_json(storage.join(output_uri, "_job.json"), {**job, "config": cfg.model_dump(mode="json")})
-    state = load_state(output_uri)
-    reopened = reopen_dead_letters(output_uri, state, set(retry_dead_letter), cfg.output.compression)
-    if reopened:
-        echo(f"[score] {len(reopened)} dead-lettered inputs reopened ({', '.join(sorted(retry_dead_letter))})")
-        state = load_state(output_uri)
-    removed = remove_orphans(output_uri, state.names)
-    done, partial = state.complete_sources()
-    todo = [m for m in listing.media if m.uri not in done]
+    if retry_dead_letter:
+        codes = set(retry_dead_letter)
+        reopened = reopen_dead_letters(output_uri, load_state(output_uri), codes, cfg.output.compression)
+        echo(f"[score] {len(reopened)} dead-lettered inputs reopened ({', '.join(sorted(codes))})")
+    with scan_commits(output_uri) as scan:
+        removed = remove_orphans(output_uri, scan.names)
+        todo, partial = scan.todo(listing.media)
     echo(
         f"[score] {len(listing.media)} media objects ({listing.skipped} non-media skipped), "
         f"{len(listing.media) - len(todo)} already complete, {len(todo)} to do"
@@ -341,18 +340,8 @@ def _finish(
     pending: list[str] | None = None,
     nodes: dict[str, dict] | None = None,
 ) -> ScoreSummary:
-    commits = load_state(output_uri).commits
-    dead = commits.column("dead")
-    alive = commits.filter(pc.invert(dead))
-    alive_sources = {
-        kind: len(set(alive.filter(pc.equal(alive.column("media_type"), kind)).column("source_uri").to_pylist()))
-        for kind in ("image", "video")
-    }
-    frames = alive.filter(
-        pc.and_(pc.equal(alive.column("media_type"), "video"), pc.is_null(alive.column("error_code")))
-    )
-    errors = collections.Counter(code for code in commits.column("error_code").to_pylist() if code)
-    rows = alive.num_rows
+    with scan_commits(output_uri) as scan:
+        totals, sources = scan.totals, scan.sources()
     locations = {
         "rows": storage.join(output_uri, "rows/"),
         "dead letter": storage.join(output_uri, "dead_letter/"),
@@ -361,21 +350,18 @@ def _finish(
     summary = ScoreSummary(
         input=input_uri, output=output_uri, media_objects=len(listing.media), skipped_non_media=listing.skipped,
         already_complete=len(listing.media) - processed, processed_this_run=processed,
-        images=alive_sources["image"], videos=alive_sources["video"], frames=frames.num_rows, rows_written=rows,
-        dead_letter=commits.num_rows - rows, errors_by_reason=dict(errors), elapsed_s=round(elapsed, 2),
-        rows_per_s=round(rows / elapsed, 2) if elapsed else 0.0, pending=len(pending or []),
+        images=sources["image"], videos=sources["video"], frames=totals.frames, rows_written=totals.rows,
+        dead_letter=totals.records - totals.rows, errors_by_reason=dict(totals.errors), elapsed_s=round(elapsed, 2),
+        rows_per_s=round(totals.rows / elapsed, 2) if elapsed else 0.0, pending=len(pending or []),
         pending_sources=list(pending or [])[:100], locations=locations,
     )  # fmt: skip
-    _write_manifest(output_uri, commits, summary, nodes or {})
+    _write_manifest(output_uri, totals.files, summary, nodes or {})
     return summary
 
 
-def _write_manifest(output_uri: str, commits, summary: ScoreSummary, nodes: dict[str, dict]) -> None:
+def _write_manifest(output_uri: str, files: dict[str, dict[str, int]], summary: ScoreSummary, nodes: dict) -> None:
     """Every data file with its row count, the schema, the summary, and ``nodes``: per node of the run that wrote
     the manifest, its labels and the rows it did for each step (``decode``, each stage, ``writer``)."""
-    files: dict[str, dict[str, int]] = collections.defaultdict(lambda: {"rows": 0, "dead_letter": 0})
-    for name, is_dead in zip(commits.column("file").to_pylist(), commits.column("dead").to_pylist(), strict=True):
-        files[name]["dead_letter" if is_dead else "rows"] += 1
     manifest = {
         "rows": [{"path": f"rows/{n}.parquet", "num_rows": c["rows"]} for n, c in sorted(files.items()) if c["rows"]],
         "dead_letter": [
