@@ -265,7 +265,7 @@ def s3_client():
     return _boto3_client(S3Settings.from_env())
 
 
-def _matches(name: str, size: int, extensions: frozenset[str] | None, min_size: int, max_size: int | None) -> bool:
+def matches(name: str, size: int, extensions: frozenset[str] | None, min_size: int, max_size: int | None) -> bool:
     if extensions is not None and os.path.splitext(name)[1].lower() not in extensions:
         return False
     return size >= min_size and (max_size is None or size <= max_size)
@@ -297,7 +297,7 @@ def list_objects(
         return
     _, root = resolve(uri)
     if os.path.isfile(root):
-        if _matches(root, os.path.getsize(root), exts, min_size, max_size):
+        if matches(root, os.path.getsize(root), exts, min_size, max_size):
             yield ObjectInfo(root, os.path.getsize(root))
         return
     for dirpath, dirnames, filenames in os.walk(root):
@@ -305,16 +305,16 @@ def list_objects(
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             size = os.path.getsize(path)
-            if _matches(name, size, exts, min_size, max_size):
+            if matches(name, size, exts, min_size, max_size):
                 yield ObjectInfo(path, size)
 
 
 def _list_s3(uri: str, exts, min_size: int, max_size: int | None, page_size: int) -> Iterator[ObjectInfo]:
     bucket, key = split_s3(uri)
     client = s3_client()
-    head = _head(client, bucket, key) if key and not key.endswith("/") else None
+    head = head_size(client, bucket, key) if key and not key.endswith("/") else None
     if head is not None:
-        if _matches(key, head, exts, min_size, max_size):
+        if matches(key, head, exts, min_size, max_size):
             yield ObjectInfo(uri, head)
         return
     prefix = f"{key.rstrip('/')}/" if key else ""
@@ -323,11 +323,11 @@ def _list_s3(uri: str, exts, min_size: int, max_size: int | None, page_size: int
     )
     for page in pages:
         for obj in page.get("Contents", []):
-            if not obj["Key"].endswith("/") and _matches(obj["Key"], obj["Size"], exts, min_size, max_size):
+            if not obj["Key"].endswith("/") and matches(obj["Key"], obj["Size"], exts, min_size, max_size):
                 yield ObjectInfo(f"s3://{bucket}/{obj['Key']}", int(obj["Size"]))
 
 
-def _head(client, bucket: str, key: str) -> int | None:
+def head_size(client, bucket: str, key: str) -> int | None:
     from botocore.exceptions import ClientError
 
     try:

@@ -19,6 +19,7 @@ import numpy as np
 
 from jobs.common import storage, transient
 from jobs.common.config import DecodeConfig, ListingConfig
+from jobs.common.s3list import list_parallel
 from jobs.media.decode import DecodeError, DecodeLimits, VideoFrame, VideoInfo, decode_image, sample_video, sniff
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def list_inputs(uri: str, cfg: ListingConfig) -> Listing:
         fs, path = storage.resolve(uri)
         uris = pq.read_table(path, columns=["uri"], filesystem=fs).column("uri").to_pylist()
         objects = [storage.ObjectInfo(u, -1) for u in uris]
+    elif cfg.workers > 1 and storage.is_s3(uri):
+        objects = list_parallel(uri, None, cfg.min_size, cfg.max_size, cfg.page_size, cfg.workers, cfg.fanout_depth)
     else:
         objects = storage.list_objects(uri, min_size=cfg.min_size, max_size=cfg.max_size, page_size=cfg.page_size)
     media, skipped = [], 0
