@@ -26,6 +26,7 @@ from jobs.common import storage
 from jobs.score.output import COMMIT_SCHEMA, list_names
 
 ROWS_PER_PARTITION = 50_000
+SPILL_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4")  # keys share long URI prefixes: they compress well
 SPILL_SCHEMA = pa.schema(
     [("source_uri", pa.string()), ("sample", pa.int32()), ("last_sample", pa.int32()), ("dead", pa.bool_()),
      ("alive", pa.bool_()), ("media_type", pa.string())]
@@ -66,7 +67,7 @@ class CommitScan:
         path = self.folder / f"{p}.arrow"
         if not path.exists():
             return SPILL_SCHEMA.empty_table()
-        with pa.memory_map(str(path)) as source:
+        with pa.OSFile(str(path)) as source:
             return pa.ipc.open_stream(source).read_all()
 
     def todo(self, media: Sequence) -> tuple[list, dict[str, list[int]]]:
@@ -135,7 +136,7 @@ def scan_commits(output_uri: str, spill_dir: str | Path | None = None, rows_per_
         parts = _partition_of(spill.column("source_uri").to_pylist(), partitions)
         for p in np.unique(parts):
             if p not in writers:
-                writers[p] = pa.ipc.new_stream(str(folder / f"{p}.arrow"), SPILL_SCHEMA)
+                writers[p] = pa.ipc.new_stream(str(folder / f"{p}.arrow"), SPILL_SCHEMA, options=SPILL_OPTIONS)
             writers[p].write_table(spill.take(np.flatnonzero(parts == p)))
     for writer in writers.values():
         writer.close()
