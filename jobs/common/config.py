@@ -90,9 +90,8 @@ class ListingConfig(StrictModel):
     max_size: int | None = Field(None, ge=1, description="objects larger than this (bytes) are skipped")
     page_size: int = Field(1000, ge=1, le=1000)
     workers: int = Field(
-        8, ge=1, description="S3 request streams; >1 lists the prefix's folders in parallel (1: one stream)"
+        8, ge=1, description="S3 request streams; >1 walks the prefix's folders in parallel (1: one stream)"
     )
-    fanout_depth: int = Field(3, ge=1, description="folder levels walked down to find ranges for the streams")
 
 
 class VideoSampling(StrictModel):

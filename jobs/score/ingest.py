@@ -63,7 +63,7 @@ def list_inputs(uri: str, cfg: ListingConfig) -> Listing:
         uris = pq.read_table(path, columns=["uri"], filesystem=fs).column("uri").to_pylist()
         objects = [storage.ObjectInfo(u, -1) for u in uris]
     elif cfg.workers > 1 and storage.is_s3(uri):
-        objects = list_parallel(uri, None, cfg.min_size, cfg.max_size, cfg.page_size, cfg.workers, cfg.fanout_depth)
+        objects = list_parallel(uri, None, cfg.min_size, cfg.max_size, cfg.workers)
     else:
         objects = storage.list_objects(uri, min_size=cfg.min_size, max_size=cfg.max_size, page_size=cfg.page_size)
     media, skipped = [], 0
