@@ -59,8 +59,11 @@ class Cluster:
         self._wait(2)
 
     def _start(self, *args: str) -> subprocess.Popen:
+        # The agent ports default to fixed numbers that another Ray on this machine (the suite's own local one)
+        # may already hold; a head whose agent cannot bind its HTTP port takes no job submissions.
+        ports = [f"--{flag}={_port()}" for flag in ("dashboard-agent-listen-port", "metrics-export-port")]
         cmd = [str(BIN / "ray"), "start", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--block",
-               "--object-store-memory=150000000", *args]  # fmt: skip
+               "--object-store-memory=150000000", *ports, *args]  # fmt: skip
         return subprocess.Popen(
             cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -178,7 +181,7 @@ def test_ray_job_submit_runs_score_on_the_head(cluster, corpus):
     deadline = time.monotonic() + 120
     while True:  # the head's job agent registers a while after the node itself, longer on two busy cores
         result = subprocess.run(submit, env=_env(), capture_output=True, text=True, timeout=400)
-        if "No available agent" not in result.stderr or time.monotonic() > deadline:
+        if "No available agent" not in result.stdout + result.stderr or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
