@@ -2,14 +2,16 @@
 
 Runs against its own embedded S3 server and corpus. Every figure is a ratio against a baseline run in the same
 process, so runs on different machines compare. The last line is one JSON object:
-``sampled_vs_full_decode``, ``score_vs_plain_loop``, ``peak_mem_ratio_4x`` and the raw numbers behind them.
+``sampled_vs_full_decode``, ``score_vs_plain_loop`` (at the largest size), ``score_vs_plain_loop_marginal`` (rows/s
+between the two largest sizes, so that start-up costs cancel), ``peak_mem_ratio_4x`` and the raw numbers behind them.
 
-    python bench/ingest.py [--scale 1.0] [--video-seconds 60]
+    python bench/ingest.py [--scale 1.0] [--video-seconds 60] [--sizes 1,4,16]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import io
 import json
 import threading
@@ -137,29 +139,67 @@ def _concat(blocks: list[dict]) -> dict:
     return merged
 
 
-class PeakMemory:
-    """Samples the proportional set size of this process and all its descendants (the local Ray) together."""
+def _role(proc, me: int) -> str:
+    """A process's part in the run: the driver, a Ray worker by its title, Ray's daemons, the S3 server."""
+    if proc.pid == me:
+        return "driver"
+    cmd = proc.cmdline()
+    if cmd and cmd[0].startswith("ray::"):
+        title = cmd[0].split()[0][5:]  # e.g. MapWorker(MapBatches(_DecodeAndStages)), or IDLE
+        return title[: title.rindex(")") + 1] if ")." in title else title  # not the method it runs now
+    if proc.name() in ("raylet", "gcs_server", "weed"):
+        return proc.name()
+    script = next((Path(a).name for a in cmd[1:3] if a.endswith(".py")), "")
+    return script.removesuffix(".py") or proc.name()
 
-    def __init__(self, interval_s: float = 0.25):
+
+class ProcessMonitor:
+    """Samples this process and all its descendants (the local Ray, the S3 server): the peak of their proportional
+    set size together, and each process's CPU seconds, summed by role at the end. Reading every process's PSS is
+    not free: the sampling thread's own CPU is reported as ``bench_monitor``, apart from the driver's."""
+
+    def __init__(self, interval_s: float = 1.0):
         self.interval_s, self.peak, self._stop = interval_s, 0, threading.Event()
+        self._cpu: dict[int, list] = {}  # pid -> [role, CPU seconds at the first sample, at the last]
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._seen: set[int] = set()
+        self._own_cpu = 0.0
 
     def _run(self) -> None:
         import psutil
 
         me = psutil.Process()
+        self._seen = {p.pid for p in [me, *me.children(recursive=True)]}
         while not self._stop.is_set():
             total = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     info = proc.memory_full_info()
                     total += getattr(info, "pss", info.rss)
+                    times = proc.cpu_times()
+                    seconds = times.user + times.system
+                    if proc.pid not in self._cpu:  # a new process counts from zero, one already running from now
+                        self._cpu[proc.pid] = ["IDLE", seconds if proc.pid in self._seen else 0.0, 0.0]
+                    entry = self._cpu[proc.pid]
+                    role = _role(proc, me.pid)
+                    entry[0] = entry[0] if role == "IDLE" else role  # a pooled worker is IDLE before its first task
+                    entry[2] = seconds
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     pass
             self.peak = max(self.peak, total)
+            self._own_cpu = time.thread_time()
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> PeakMemory:
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds per role while the monitor ran."""
+        out: collections.Counter = collections.Counter()
+        for role, first, last in self._cpu.values():
+            out[role] += last - first
+        out["driver"] -= self._own_cpu
+        out["bench_monitor"] = self._own_cpu
+        return {k: round(v, 2) for k, v in out.most_common()}
+
+    def __enter__(self) -> ProcessMonitor:
         self._thread.start()
         return self
 
@@ -196,11 +236,46 @@ def replicate(corpus: str, target: str, copies: int) -> None:
             client.copy_object(Bucket=dst_bucket, Key=dst_key, CopySource={"Bucket": src_bucket, "Key": key})
 
 
+def _marginal(small: dict, large: dict, seconds_key: str) -> float:
+    """Rows per second between two sizes: what each further row costs once start-up is paid."""
+    return (large["rows"] - small["rows"]) / max(large[seconds_key] - small[seconds_key], 1e-9)
+
+
+def bench_score(corpus: str, sizes: list[int]) -> dict:
+    """``score`` at each size (a fresh local Ray each time) and the plain loop at the two largest."""
+    cfg = load_config(DEMO_CONFIG, overrides={"stages": {"run": ["quality"]}})  # ingestion, not the models
+    runs: dict = {}
+    for n in sizes:
+        uri = f"s3://bench/x{n}"
+        replicate(corpus, uri, n)
+        with ProcessMonitor() as mon:
+            seconds, summary = _score(uri, f"s3://bench/score-{n}x", cfg)
+        runs[f"{n}x"] = {
+            "rows": summary.rows_written, "images": summary.images, "score_s": round(seconds, 2),
+            "rows_per_s": round(summary.rows_written / seconds, 2), "peak_mb": round(mon.peak / 2**20, 1),
+            "cpu_s_by_process": mon.cpu_by_role(),
+        }  # fmt: skip
+        print(f"[score] {n}x: {runs[f'{n}x']}")
+    for n in sizes[-2:]:
+        with ProcessMonitor() as mon:
+            loop_s, loop_rows = _time(lambda n=n: plain_loop(f"s3://bench/x{n}", f"s3://bench/plain-{n}x", cfg), 1)
+        runs[f"plain_loop_{n}x"] = {
+            "rows": loop_rows, "s": round(loop_s, 2), "rows_per_s": round(loop_rows / loop_s, 2),
+            "cpu_s_by_process": mon.cpu_by_role(),
+        }  # fmt: skip
+        print(f"[score] plain loop {n}x: {runs[f'plain_loop_{n}x']}")
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="corpus scale (1: ~300 images, 12 videos)")
     parser.add_argument("--video-seconds", type=int, default=60)
+    parser.add_argument("--sizes", default="1,4,16", help="corpus copies to score, comma-separated, ascending")
     args = parser.parse_args()
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    if len(sizes) < 2:
+        parser.error("--sizes needs at least two sizes (the marginal rate is taken between the two largest)")
 
     results: dict = {"decode": bench_decode(args.video_seconds)}
     with temporary_store():
@@ -208,31 +283,18 @@ def main() -> None:
 
         corpus = "s3://bench/corpus"
         make_corpus(corpus, seed=0, scale=args.scale)
-        cfg = load_config(DEMO_CONFIG, overrides={"stages": {"run": ["quality"]}})  # ingestion, not the models
-        replicate(corpus, "s3://bench/x4", 4)
-        one, four = "s3://bench/x4/copy0", "s3://bench/x4"
-        loop_s, loop_rows = _time(lambda: plain_loop(four, "s3://bench/plain", cfg), repeats=1)
-        runs = {}
-        for name, uri in (("1x", one), ("4x", four)):
-            with PeakMemory() as mem:
-                seconds, summary = _score(uri, f"s3://bench/score-{name}", cfg)
-            runs[name] = {
-                "rows": summary.rows_written, "images": summary.images, "score_s": round(seconds, 2),
-                "rows_per_s": round(summary.rows_written / seconds, 2), "peak_mb": round(mem.peak / 2**20, 1),
-            }  # fmt: skip
-            print(f"[score] {name}: {runs[name]}")
-        runs["plain_loop_4x"] = {
-            "rows": loop_rows,
-            "s": round(loop_s, 2),
-            "rows_per_s": round(loop_rows / loop_s, 2),
-        }
-        print(f"[score] plain loop 4x: {runs['plain_loop_4x']}")
-        results["score"] = runs
-    runs = results["score"]
+        results["score"] = runs = bench_score(corpus, sizes)
+    small, large = sizes[-2], sizes[-1]
+    marginal_score = _marginal(runs[f"{small}x"], runs[f"{large}x"], "score_s")
+    marginal_loop = _marginal(runs[f"plain_loop_{small}x"], runs[f"plain_loop_{large}x"], "s")
+    ref = 4 if 4 in sizes else large
     figures = {
         "sampled_vs_full_decode": results["decode"]["interval_1s"]["ratio"],
-        "score_vs_plain_loop": round(runs["4x"]["rows_per_s"] / runs["plain_loop_4x"]["rows_per_s"], 2),
-        "peak_mem_ratio_4x": round(runs["4x"]["peak_mb"] / runs["1x"]["peak_mb"], 3),
+        "score_vs_plain_loop": round(runs[f"{large}x"]["rows_per_s"] / runs[f"plain_loop_{large}x"]["rows_per_s"], 2),
+        "score_vs_plain_loop_marginal": round(marginal_score / marginal_loop, 2),
+        "marginal_rows_per_s": {"score": round(marginal_score, 2), "plain_loop": round(marginal_loop, 2)},
+        "sizes": sizes,
+        "peak_mem_ratio_4x": round(runs[f"{ref}x"]["peak_mb"] / runs[f"{sizes[0]}x"]["peak_mb"], 3),
         **results,
     }
     print(json.dumps(figures, sort_keys=False))

@@ -131,6 +131,9 @@ class DecodeConfig(StrictModel):
     mismatched_content: Literal["reject", "follow"] = "reject"
     video: VideoSampling = VideoSampling()
     rows_per_block: int = Field(16, ge=1, description="decoded rows handed downstream at a time")
+    batches_per_task: int = Field(
+        4, ge=1, description="decode batches per Ray Data task: fewer tasks cost the driver less scheduling"
+    )
     resources: Resources = Resources(num_cpus=0.5, batch_size=4, concurrency=1)
 
 
@@ -346,6 +349,17 @@ class RayConfig(StrictModel):
     progress_bars: bool = False
 
 
+class TemporalConfig(StrictModel):
+    """``temporal:``: seed 002's N-frame agreement over the video rows of a finished output (``enabled`` runs it at
+    the end of ``score``; ``mediascore temporal`` runs it alone). See ``jobs/score/temporal.py``."""
+
+    enabled: bool = False
+    column: str = "cam_class"
+    n: int = Field(5, ge=1, description="consecutive agreeing frames for a prediction to be accepted")
+    mode: Literal["annotate", "filter"] = "annotate"
+    max_gap: float = Field(1.5, gt=1, description="a step over this many times the video's median step breaks a run")
+
+
 class ScoreConfig(StrictModel):
     """Everything ``mediascore score`` needs besides its input and output URIs."""
 
@@ -355,6 +369,7 @@ class ScoreConfig(StrictModel):
     output: OutputConfig = OutputConfig()
     retry: RetryConfig = RetryConfig()
     ray: RayConfig = RayConfig()
+    temporal: TemporalConfig = TemporalConfig()
     progress_interval_s: float = Field(5.0, gt=0)
 
 

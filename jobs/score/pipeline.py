@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from jobs.common import storage
-from jobs.common.config import Resources, ScoreConfig
+from jobs.common.config import DecodeConfig, Resources, ScoreConfig
 from jobs.common.session import ray_session
 from jobs.common.storage import read_json, write_json
 from jobs.score.ingest import Decoder, Listing, MediaObject, list_inputs
@@ -82,7 +82,7 @@ class ScoreSummary:
 def fingerprint(cfg: ScoreConfig, stages: list[str]) -> str:
     """Hash of what decides the rows' content and keys (sampling, limits, stage settings), not of resources."""
     parts = {
-        "decode": cfg.decode.model_dump(mode="json", exclude={"resources", "rows_per_block"}),
+        "decode": cfg.decode.model_dump(mode="json", exclude={"resources", "rows_per_block", "batches_per_task"}),
         "stages": {name: getattr(cfg.stages, name).model_dump(mode="json", exclude={"resources"}) for name in stages},
     }
     return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
@@ -194,6 +194,16 @@ def _chain_resources(cfg: ScoreConfig, names: list[str]) -> Resources:
     )
 
 
+def input_blocks(n_sources: int, decode: DecodeConfig) -> int:
+    """Input blocks (one Ray Data task each) of ``decode.batches_per_task`` batches, but never fewer than 8 per decode
+    actor while the sources allow it (so that one slow task, a long video, does not leave the others idle)."""
+    res = decode.resources
+    actors = res.concurrency if isinstance(res.concurrency, int) else res.concurrency[1]
+    batches = math.ceil(n_sources / res.batch_size)
+    blocks = max(math.ceil(batches / decode.batches_per_task), min(batches, 8 * actors))
+    return max(1, min(MAX_INPUT_BLOCKS, blocks))
+
+
 def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: ScoreConfig, stages: list[str], out):
     """The lazy pipeline; nothing runs until it is iterated."""
     import ray.data
@@ -203,8 +213,7 @@ def build_dataset(todo: list[MediaObject], partial: dict[str, list[int]], cfg: S
     items = [
         {"uri": m.uri, "size": m.size, "kind": m.kind, "skip": ",".join(map(str, partial.get(m.uri, [])))} for m in todo
     ]
-    blocks = max(1, min(MAX_INPUT_BLOCKS, math.ceil(len(items) / cfg.decode.resources.batch_size)))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ray.data.from_items(items, override_num_blocks=input_blocks(len(items), cfg.decode))
     if stages and cfg.stages.fuse == "decode":
         ds = ds.map_batches(_DecodeAndStages, fn_constructor_args=(cfg, stages), **_pool(cfg.decode.resources))
     else:
@@ -328,6 +337,13 @@ def run_score(
     if pending:
         echo(f"[score] {len(pending)} inputs pending: the store stayed unavailable past retry.budget_s "
              f"({cfg.retry.budget_s:g} s); run the same command again to do them")  # fmt: skip
+    elif cfg.temporal.enabled:
+        from jobs.score.temporal import run_temporal
+
+        result = run_temporal(output_uri, cfg.temporal)
+        echo(f"[score] temporal agreement (N={result['n']}): {result['agreed_frames']}/{result['frames']} video rows "
+             f"agreed, {result['videos_with_class']}/{result['videos']} videos with a class")  # fmt: skip
+        summary.locations["videos"] = storage.join(output_uri, "videos/")
     return summary
 
 
