@@ -232,7 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mediascore", description="Score, localize and restore media at scale.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_s3, _add_make_corpus, _add_score, _add_train, _add_eval, _add_restore, _add_serve, _add_demo):
+    for add in (
+        _add_s3,
+        _add_make_corpus,
+        _add_score,
+        _add_temporal,
+        _add_train,
+        _add_eval,
+        _add_restore,
+        _add_serve,
+        _add_demo,
+    ):
         add(sub)
     return parser
 
@@ -270,6 +280,35 @@ def _add_score(sub) -> None:
         "again; the rest stay dead-lettered",
     )
     score.set_defaults(func=_cmd_score)
+
+
+def _cmd_temporal(args: argparse.Namespace) -> int:
+    from jobs.common.config import TemporalConfig
+    from jobs.score.temporal import run_temporal
+
+    cfg = TemporalConfig(enabled=True, column=args.column, n=args.n, mode=args.mode, max_gap=args.max_gap)
+    try:
+        result = run_temporal(args.output, cfg)
+    except ValueError as exc:
+        print(f"mediascore: {exc}", file=sys.stderr)
+        return 2
+    print(f"[temporal] {result['agreed_frames']}/{result['frames']} video rows agreed over N={cfg.n}; "
+          f"{result['videos_with_class']}/{result['videos']} videos with a class; under {args.output}")  # fmt: skip
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
+def _add_temporal(sub) -> None:
+    temporal = sub.add_parser(
+        "temporal", help="N-frame agreement over a score output's video rows: temporal/ and videos/ tables"
+    )
+    temporal.add_argument("--output", required=True, type=uri_argument, help="URI of a finished score output")
+    temporal.add_argument("--column", default="cam_class", help="the prediction column (default: cam_class)")
+    temporal.add_argument("--n", type=int, default=5, help="consecutive agreeing frames to accept (default: 5)")
+    temporal.add_argument("--mode", choices=["annotate", "filter"], default="annotate",
+                          help="annotate: every video row with its run; filter: only the agreed rows")  # fmt: skip
+    temporal.add_argument("--max-gap", type=float, default=1.5, help="a step over this many median steps breaks a run")
+    temporal.set_defaults(func=_cmd_temporal)
 
 
 def _add_train(sub) -> None:

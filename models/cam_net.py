@@ -195,8 +195,12 @@ class CamNet(nn.Module):
         pooled = self.drop(feats.mean(dim=(2, 3)))  # (B, K)
         return pooled if pre_logits else self.fc(pooled)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: Tensor, with_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Logits; with ``with_features`` also the pooled features ``(B, K)`` before dropout (what an image-type
+        head reads while training; through the DDP wrapper, so gradients still synchronize)."""
+        pooled = self.forward_features(x).mean(dim=(2, 3))
+        logits = self.fc(self.drop(pooled))
+        return (logits, pooled) if with_features else logits
 
     def cam(self, x: Tensor, class_idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Logits ``(B, num_classes)`` and the raw CAM ``(B, h, w)`` of ``class_idx`` (default: the argmax).

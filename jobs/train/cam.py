@@ -14,7 +14,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+import pandas as pd
+from pydantic import Field, model_validator
 
 from jobs.common import storage
 from jobs.common.config import StrictModel, load_yaml
@@ -35,6 +36,18 @@ class CamDataSettings(StrictModel):
     train_splits: list[str] = ["train"]
     val_splits: list[str] = ["val"]
     val_image_types: list[str] = ["photo"]
+    type_ratio: dict[str, float] | None = Field(
+        None, description="training images kept per type, relative (5:1:1 is seed 002's mix); the scale is the "
+        "largest every named type can fill, types left out keep all, subsampled reproducibly by seed"
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _check_ratio(self) -> CamDataSettings:
+        if self.type_ratio is not None:
+            unknown = set(self.type_ratio) - set(self.image_types)
+            if unknown or any(v <= 0 for v in self.type_ratio.values()):
+                raise ValueError(f"data.type_ratio: positive ratios of data.image_types only (got {self.type_ratio})")
+        return self
 
 
 class TrainCamSettings(TrainSettings):
@@ -44,6 +57,25 @@ class TrainCamSettings(TrainSettings):
     model: CamNetConfig = Field(default_factory=CamNetConfig)
     train: CamTrainConfig = Field(default_factory=CamTrainConfig)
     val_tau_step: float = Field(0.01, gt=0, le=0.1, description="coarser than the eval's 0.001: it runs every epoch")
+
+    @model_validator(mode="after")
+    def _check_types(self) -> TrainCamSettings:
+        adv = self.train.adversarial_type
+        if adv.enabled and set(adv.image_types) != set(self.data.image_types):
+            raise ValueError(
+                f"train.adversarial_type.image_types {list(adv.image_types)} must be the training types "
+                f"data.image_types {self.data.image_types}: D classifies every training image"
+            )
+        if self.train.batches.stratify_by not in (None, "image_type"):
+            raise ValueError(
+                f"train.batches.stratify_by: only image_type (or null), got {self.train.batches.stratify_by}"
+            )
+        return self
+
+    def type_index(self, image_type: str) -> int:
+        """The index D uses for an image type (the adversarial head's order when it is enabled)."""
+        adv = self.train.adversarial_type
+        return list(adv.image_types if adv.enabled else self.data.image_types).index(image_type)
 
 
 def load_train_settings(path: str | Path, overrides: dict | None = None) -> TrainCamSettings:
@@ -58,7 +90,34 @@ class _LoadImages:
 
     def __call__(self, batch: dict) -> dict:
         images = np.stack([load_resized(str(u), self.size) for u in batch["uri"]])
-        return {"image": images, "label": batch["label"]}
+        return {"image": images} | {k: batch[k] for k in ("label", "type", "worker", "index")}
+
+
+def subsample_types(rows: pd.DataFrame, ratio: dict[str, float] | None, seed: int) -> pd.DataFrame:
+    """``rows`` with each type in ``ratio`` cut to ``ratio[type] * scale`` images, ``scale`` the largest that
+    every named type can fill."""
+    if not ratio:
+        return rows
+    counts = rows.image_type.value_counts()
+    scale = min(counts.get(t, 0) / r for t, r in ratio.items())
+    keep = [
+        group.sample(n=int(round(ratio[t] * scale)), random_state=seed) if t in ratio else group
+        for t, group in rows.groupby("image_type", sort=True)
+    ]
+    return pd.concat(keep).sort_index().reset_index(drop=True)
+
+
+def training_items(rows: pd.DataFrame, classes: list[str], settings: TrainCamSettings) -> pd.DataFrame:
+    """What the training dataset carries per image: uri, label and type indices, its row number, and the worker
+    whose stratified partition holds it (each type dealt round-robin, so every worker holds every type)."""
+    world = settings.scaling.num_workers
+    return pd.DataFrame({
+        "uri": rows.uri.to_numpy(),
+        "label": [classes.index(label) for label in rows.label],
+        "type": [settings.type_index(t) for t in rows.image_type],
+        "worker": (rows.groupby("image_type").cumcount() % world).to_numpy(),
+        "index": np.arange(len(rows)),
+    })  # fmt: skip
 
 
 def load_eval_set(rows, classes: list[str], size: int):
@@ -103,18 +162,17 @@ def train_func(config: dict) -> None:
         recipe.load_state_dict(ckpt["optimizer"])
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in (MEAN, STD))
     val = _validation_set(settings, classes) if rank == 0 else None
-    shard = ray.train.get_dataset_shard("train")
+    batches = _Batches(ray.train.get_dataset_shard("train"), train_cfg, steps, rank, settings.seed, device)
 
     def one_epoch(epoch: int) -> dict:
-        sums, n, stats = {"loss": 0.0, "acc": 0.0}, 0, {}
-        for batch in shard.iter_torch_batches(
-            batch_size=train_cfg.batch_size, local_shuffle_buffer_size=4 * train_cfg.batch_size, device=device
-        ):
+        sums: dict[str, float] = {}
+        n, stats = 0, {}
+        for batch in batches(epoch):
             x = (batch["image"].permute(0, 3, 1, 2).float() - mean) / std  # (B, 3, S, S)
-            stats = recipe.train_step(recipe.augment(x), batch["label"].long())
-            sums = {k: sums[k] + float(stats[k]) for k in sums}
+            stats = recipe.train_step(recipe.augment(x), batch["label"].long(), batch["type"].long())
+            sums = {k: sums.get(k, 0.0) + float(v) for k, v in stats.items() if k != "lr"}
             n += 1
-        metrics = {"train_loss": sums["loss"] / max(n, 1), "train_acc": sums["acc"] / max(n, 1)}
+        metrics = {f"train_{k}": v / max(n, 1) for k, v in sums.items()}
         metrics["lr"] = float(stats["lr"]) if n else 0.0
         if val is not None and len(val[1]):
             images, labels, boxes, masks = val
@@ -137,7 +195,51 @@ def train_func(config: dict) -> None:
             data=data, optimizer_state=recipe.state_dict(),
         )  # fmt: skip
 
-    train_epochs("cam", files, progress, train_cfg.epochs, one_epoch, checkpoint, retry=settings.retry.policy())
+    def reached(metrics: dict) -> bool:
+        return (
+            train_cfg.stop_val_error is not None and 1 - metrics.get("val_top1", 0.0) / 100 <= train_cfg.stop_val_error
+        )
+
+    train_epochs(
+        "cam", files, progress, train_cfg.epochs, one_epoch, checkpoint, retry=settings.retry.policy(), stop=reached
+    )
+
+
+class _Batches:
+    """A worker's training batches of one epoch: Ray Data's shuffled shard, or, with ``batches.stratify_by``, the
+    worker's own partition (held in memory: the dataset reaches every worker whole and each keeps the rows dealt
+    to it) drawn as type-stratified batches, ``steps`` of them on every worker so that DDP stays in step."""
+
+    def __init__(self, shard, cfg: CamTrainConfig, steps: int, rank: int, seed: int, device):
+        self.shard, self.cfg, self.steps, self.rank, self.seed, self.device = shard, cfg, steps, rank, seed, device
+        self.part: dict[str, np.ndarray] | None = None
+
+    def _partition(self) -> dict[str, np.ndarray]:
+        kept = [
+            {k: v[b["worker"] == self.rank] for k, v in b.items()}
+            for b in self.shard.iter_batches(batch_size=256, batch_format="numpy")
+        ]
+        part = {k: np.concatenate([b[k] for b in kept]) for k in kept[0]}
+        order = np.argsort(part["index"], kind="stable")  # the dataset's block order is not the row order
+        return {k: v[order] for k, v in part.items()}
+
+    def __call__(self, epoch: int):
+        import torch
+
+        from models.batches import StratifiedBatches
+
+        if self.cfg.batches.stratify_by is None:
+            bs = self.cfg.batch_size
+            yield from self.shard.iter_torch_batches(
+                batch_size=bs, local_shuffle_buffer_size=4 * bs, device=self.device
+            )
+            return
+        if self.part is None:
+            self.part = self._partition()
+        seed = (self.seed * 1000 + self.rank) * 100_003 + epoch
+        sampler = StratifiedBatches(self.part["type"], self.cfg.batch_size, self.cfg.batches, seed, self.steps)
+        for idx in sampler:
+            yield {k: torch.as_tensor(self.part[k][idx], device=self.device) for k in ("image", "label", "type")}
 
 
 def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dict:
@@ -151,7 +253,11 @@ def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dic
         manifest = read_manifest(settings.data.manifest)
         classes = sorted(manifest.label.dropna().unique().tolist())
         rows = labelled_images(manifest, settings.data.train_splits, settings.data.image_types)
-        items = rows[["uri"]].assign(label=[classes.index(label) for label in rows.label])
+        rows = subsample_types(rows, settings.data.type_ratio, settings.seed)
+        val_rows = labelled_images(manifest, settings.data.val_splits, settings.data.val_image_types)
+        if settings.train.stop_val_error is not None and val_rows.empty:
+            raise ValueError("train.stop_val_error needs validation images: data.val_splits has none")
+        items = training_items(rows, classes, settings)
         ds = (
             ray.data.from_pandas(items)
             .map_batches(
@@ -169,5 +275,6 @@ def run_train_cam(settings: TrainCamSettings, address: str | None = None) -> dic
             "n_train": len(rows),
             "manifest_sha1": hashlib.sha1(manifest_bytes).hexdigest(),
         }
-        fit(train_func, loop_config, settings.scaling, ds, "train-cam")
+        split = settings.train.batches.stratify_by is None  # stratified: every worker deals itself its partition
+        fit(train_func, loop_config, settings.scaling, ds, "train-cam", split=split)
         return (read_json(RunFiles(settings.output).latest) or {}).get("metrics", {})

@@ -65,10 +65,10 @@ class TrainSettings(StrictModel):
     retry: RetryConfig = RetryConfig()  # transient store errors while writing checkpoints and pointers
 
 
-def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str) -> None:
+def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, name: str, split: bool = True) -> None:
     """Run ``train_func`` on ``scaling.num_workers`` Ray Train workers (DDP), the ``train`` dataset sharded across
-    them; Ray's own run records go under ``.mediascore/ray_results``."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    them (or, ``split`` false, whole on every worker); Ray's own run records go under ``.mediascore/ray_results``."""
+    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     TorchTrainer(
@@ -82,6 +82,7 @@ def fit(train_func, loop_config: dict, scaling: ScalingSettings, train_dataset, 
             label_selector=scaling.label_selector or None,
         ),
         datasets={"train": train_dataset},
+        dataset_config=DataConfig(datasets_to_split="all" if split else []),
         run_config=RunConfig(
             name=name,
             storage_path=str(Path(".mediascore/ray_results").resolve()),
@@ -185,6 +186,7 @@ def train_epochs(
     patience: int = 0,
     pointer: dict | None = None,
     retry: transient.RetryPolicy | None = None,
+    stop: Callable[[dict], bool] | None = None,
 ) -> None:
     """The epoch loop of a Ray Train worker, written once for every job.
 
@@ -192,7 +194,8 @@ def train_epochs(
     and ``epoch_s`` (wall seconds of both). Rank 0 then writes ``checkpoint(epoch, metrics)`` (bytes), the history,
     ``latest.json`` and, when the monitored metric improved, ``best.json``; both pointers also carry ``pointer``.
     Every worker reports the metrics to Ray Train. With ``patience`` the loop stops after that many epochs without
-    a lower monitored value; the decision uses numbers every worker has, so all stop together. Each write retries
+    a lower monitored value; the decision uses numbers every worker has, so all stop together. ``stop(metrics)``
+    true after an epoch (rank 0 decides, as only it may have validation metrics) ends the run. Each write retries
     transient store errors under ``retry``; the checkpoint is complete before ``latest.json`` points at it.
     """
     import ray.train
@@ -223,3 +226,18 @@ def train_epochs(
                 put(files.best, record)
             print(f"[train {job}] epoch {epoch}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
         ray.train.report(metrics)
+        if stop is not None and _from_rank0(rank == 0 and stop(metrics)):
+            if rank == 0:
+                print(f"[train {job}] stopping after epoch {epoch}: the stop condition is met")
+            break
+
+
+def _from_rank0(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every worker."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])

@@ -70,3 +70,78 @@ def test_the_lite0_recipe_loads_and_names_bad_layers(tmp_path):
     path.write_text("data: {manifest: x}\noutput: y\nmodel: {arch: efficientnet_lite0, insert_after: [conv5_3]}\n")
     with pytest.raises(ConfigError, match="conv5_3"):
         load_train_settings(path)
+
+
+def _settings(train: dict, data: dict | None = None, workers: int = 1):
+    from jobs.train.cam import TrainCamSettings
+
+    return TrainCamSettings.model_validate({
+        "data": {"manifest": "s3://x/manifest.parquet", **(data or {})}, "output": "s3://x/out",
+        "train": train, "scaling": {"num_workers": workers, "cpus_per_worker": 1},
+    })  # fmt: skip
+
+
+def test_adversarial_config_reads_lambda_and_refuses_what_cannot_work():
+    settings = _settings({"adversarial_type": {"enabled": True, "lambda": 0.5, "preset": "production"}})
+    adv = settings.train.adversarial_type
+    assert adv.lambda_ == 0.5 and adv.resolved("schedule") == "dann"
+    assert type(settings).model_validate(settings.model_dump(mode="json")) == settings  # what workers receive
+    with pytest.raises(ValueError, match="lamda"):
+        _settings({"adversarial_type": {"lamda": 0.5}})
+    with pytest.raises(ValueError, match="must be the training types"):
+        _settings({"adversarial_type": {"enabled": True}}, {"image_types": ["photo", "sketch"]})
+    with pytest.raises(ValueError, match="stratify_by"):
+        _settings({"batches": {"stratify_by": "label"}})
+    with pytest.raises(ValueError, match="type_ratio"):
+        _settings({}, {"type_ratio": {"infrared": 1}})
+
+
+def test_type_ratio_subsamples_and_every_worker_gets_every_type():
+    import pandas as pd
+
+    from jobs.train.cam import subsample_types, training_items
+
+    rows = pd.DataFrame({
+        "uri": [f"s3://x/{i}_{t}.png" for i in range(30) for t in ("photo", "sketch", "cartoon")],
+        "label": ["cat", "dog"] * 45, "image_type": ["photo", "sketch", "cartoon"] * 30,
+    })  # fmt: skip
+    mix = subsample_types(rows, {"photo": 5, "sketch": 1, "cartoon": 1}, seed=0)
+    assert mix.image_type.value_counts().to_dict() == {"photo": 30, "sketch": 6, "cartoon": 6}
+    assert subsample_types(rows, {"photo": 5, "sketch": 1, "cartoon": 1}, seed=0).equals(mix)
+    settings = _settings({"adversarial_type": {"enabled": True}}, workers=3)
+    items = training_items(mix, ["cat", "dog"], settings)
+    for worker in range(3):
+        mine = items[items.worker == worker]
+        assert set(mine.type) == {0, 1, 2} and len(mine) == 14
+    assert list(items.index) == list(range(len(items)))
+
+
+def test_train_cam_adversarial_stratified_on_two_workers(ray_local, corpus):
+    """Seed 002's recipe end to end on Ray Train: two DDP workers, each drawing type-stratified batches from its
+    own partition, D trained beside the classifier and kept out of the model; stop_val_error ends it early."""
+    from jobs.train.cam import TrainCamSettings, run_train_cam
+
+    corpus_uri, _ = corpus
+    output = "s3://test-train/cam-adversarial"
+    settings = TrainCamSettings.model_validate({
+        "data": {"manifest": storage.join(corpus_uri, "manifest.parquet"), "image_size": 48,
+                 "type_ratio": {"photo": 5, "sketch": 1, "cartoon": 1}, "val_splits": ["val", "test"],
+                 "val_image_types": ["photo", "sketch", "cartoon"]},
+        "output": output,
+        "model": {"arch": "tiny", "num_classes": 6, "width_mult": 0.25},
+        "train": {"epochs": 3, "batch_size": 7, "stop_val_error": 1.0, "rotate90": 0.5, "blur": 0.5,
+                  "adversarial_type": {"enabled": True, "preset": "production", "hidden": 16},
+                  "batches": {"stratify_by": "image_type", "quota": "proportional"}},
+        "scaling": {"num_workers": 2, "cpus_per_worker": 1},
+        "ray": {"num_cpus": 2},
+    })  # fmt: skip
+    run_train_cam(settings)
+    history = read_json(storage.join(output, "history.json"))
+    assert len(history) == 1  # an error of at most 100 % is met by the first validation
+    assert history[0]["world_size"] == 2 and 0 <= history[0]["train_type_acc"] <= 1
+    assert history[0]["train_loss_type"] > 0 and history[0]["train_lambda"] >= 0
+    ckpt = load_checkpoint(storage.read_bytes(read_json(storage.join(output, "latest.json"))["checkpoint"]))
+    head = ckpt["optimizer"]["adversarial"]["head"]
+    assert head["net.2.weight"].shape == (3, 16)  # D is kept for resuming ...
+    model, _ = build_from_checkpoint(ckpt)
+    assert not any(k.startswith("net.") for k in model.state_dict())  # ... and never built into the model
