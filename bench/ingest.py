@@ -241,9 +241,12 @@ def _marginal(small: dict, large: dict, seconds_key: str) -> float:
     return (large["rows"] - small["rows"]) / max(large[seconds_key] - small[seconds_key], 1e-9)
 
 
-def bench_score(corpus: str, sizes: list[int]) -> dict:
+def bench_score(corpus: str, sizes: list[int], batches_per_task: int | None = None) -> dict:
     """``score`` at each size (a fresh local Ray each time) and the plain loop at the two largest."""
-    cfg = load_config(DEMO_CONFIG, overrides={"stages": {"run": ["quality"]}})  # ingestion, not the models
+    overrides: dict = {"stages": {"run": ["quality"]}}  # ingestion, not the models
+    if batches_per_task:
+        overrides["decode"] = {"batches_per_task": batches_per_task}
+    cfg = load_config(DEMO_CONFIG, overrides=overrides)
     runs: dict = {}
     for n in sizes:
         uri = f"s3://bench/x{n}"
@@ -272,6 +275,7 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="corpus scale (1: ~300 images, 12 videos)")
     parser.add_argument("--video-seconds", type=int, default=60)
     parser.add_argument("--sizes", default="1,4,16", help="corpus copies to score, comma-separated, ascending")
+    parser.add_argument("--batches-per-task", type=int, help="override decode.batches_per_task (default: the config's)")
     args = parser.parse_args()
     sizes = sorted({int(s) for s in args.sizes.split(",")})
     if len(sizes) < 2:
@@ -283,7 +287,7 @@ def main() -> None:
 
         corpus = "s3://bench/corpus"
         make_corpus(corpus, seed=0, scale=args.scale)
-        results["score"] = runs = bench_score(corpus, sizes)
+        results["score"] = runs = bench_score(corpus, sizes, args.batches_per_task)
     small, large = sizes[-2], sizes[-1]
     marginal_score = _marginal(runs[f"{small}x"], runs[f"{large}x"], "score_s")
     marginal_loop = _marginal(runs[f"plain_loop_{small}x"], runs[f"plain_loop_{large}x"], "s")
