@@ -169,6 +169,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_multitype(args: argparse.Namespace) -> int:
+    from jobs.eval.multitype import VARIANTS, run_eval_multitype
+
+    variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        print(f"mediascore: unknown variants {sorted(unknown)}; valid: {', '.join(VARIANTS)}", file=sys.stderr)
+        return 2
+    ratio = {k: float(v) for k, v in (part.split("=") for part in args.type_ratio.split(","))}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    result = run_eval_multitype(args.config, seeds, args.output, variants, ratio, args.manifest, args.video_fps)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def _cmd_eval_objects(args: argparse.Namespace) -> int:
     from jobs.common.config import load_config
     from jobs.eval.objects import format_table, run_eval_objects
@@ -342,6 +357,17 @@ def _add_eval(sub) -> None:
     eval_cam.add_argument("--cam-class", choices=["gt", "pred"], default="gt", help="CAM of the GT or predicted class")
     eval_cam.add_argument("--by-image-type", action="store_true", help="the figures per image type too")
     eval_cam.set_defaults(func=_cmd_eval)
+    multitype = eval_sub.add_parser(
+        "multitype", help="seed 002: photo-only, mixed, stratified and adversarial training per image type, over seeds"
+    )
+    multitype.add_argument("--config", default="configs/eval_multitype.yaml", help="the base training config")
+    multitype.add_argument("--output", required=True, type=uri_argument, help="where the variants' runs go")
+    multitype.add_argument("--manifest", help="the corpus manifest (default: the config's data.manifest)")
+    multitype.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    multitype.add_argument("--variants", default="photo_only,mixed,stratified,adversarial")
+    multitype.add_argument("--type-ratio", default="photo=5,sketch=1,cartoon=1", help="training mix (seed 002: 5:1:1)")
+    multitype.add_argument("--video-fps", type=float, default=5.0, help="frames per second sampled from each video")
+    multitype.set_defaults(func=_cmd_eval_multitype)
     eval_objects = eval_sub.add_parser("objects", help="face and person recall and precision at IoU 0.5")
     eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")
     eval_objects.add_argument("--config", help="score YAML whose stages.objects picks the detector; default: opencv")
