@@ -145,3 +145,16 @@ def test_train_cam_adversarial_stratified_on_two_workers(ray_local, corpus):
     assert head["net.2.weight"].shape == (3, 16)  # D is kept for resuming ...
     model, _ = build_from_checkpoint(ckpt)
     assert not any(k.startswith("net.") for k in model.state_dict())  # ... and never built into the model
+    import numpy as np
+
+    from jobs.common.config import CamConfig
+    from jobs.score.stages.cam import CamStage
+
+    stage = CamStage(CamConfig(checkpoint=read_json(storage.join(output, "latest.json"))["checkpoint"]))
+    pixels = np.empty(1, dtype=object)
+    pixels[:] = [np.full((40, 50, 3), 120, np.uint8)]
+    out = stage(
+        {"source_uri": np.array(["a"]), "error": np.array([""]), "error_code": np.array([""]), "pixels": pixels}
+    )
+    assert out["cam_class"][0] in stage.classes
+    assert not any("type" in k for k in out)  # the stage reports content only: D is not run
