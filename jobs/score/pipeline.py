@@ -338,13 +338,18 @@ def run_score(
         echo(f"[score] {len(pending)} inputs pending: the store stayed unavailable past retry.budget_s "
              f"({cfg.retry.budget_s:g} s); run the same command again to do them")  # fmt: skip
     elif cfg.temporal.enabled:
-        from jobs.score.temporal import run_temporal
-
-        result = run_temporal(output_uri, cfg.temporal)
-        echo(f"[score] temporal agreement (N={result['n']}): {result['agreed_frames']}/{result['frames']} video rows "
-             f"agreed, {result['videos_with_class']}/{result['videos']} videos with a class")  # fmt: skip
-        summary.locations["videos"] = storage.join(output_uri, "videos/")
+        _temporal(output_uri, cfg, summary, echo)
     return summary
+
+
+def _temporal(output_uri: str, cfg: ScoreConfig, summary: ScoreSummary, echo: Callable[[str], None]) -> None:
+    """The ``temporal:`` pass over the finished output (only once nothing is pending)."""
+    from jobs.score.temporal import run_temporal
+
+    result = run_temporal(output_uri, cfg.temporal)
+    echo(f"[score] temporal agreement (N={result['n']}): {result['agreed_frames']}/{result['frames']} video rows "
+         f"agreed, {result['videos_with_class']}/{result['videos']} videos with a class")  # fmt: skip
+    summary.locations["videos"] = storage.join(output_uri, "videos/")
 
 
 def _finish(

@@ -10,6 +10,7 @@ starts again.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from pathlib import Path
 
@@ -195,14 +196,13 @@ def train_func(config: dict) -> None:
             data=data, optimizer_state=recipe.state_dict(),
         )  # fmt: skip
 
-    def reached(metrics: dict) -> bool:
-        return (
-            train_cfg.stop_val_error is not None and 1 - metrics.get("val_top1", 0.0) / 100 <= train_cfg.stop_val_error
-        )
+    stop, retry = functools.partial(_error_reached, train_cfg.stop_val_error), settings.retry.policy()
+    train_epochs("cam", files, progress, train_cfg.epochs, one_epoch, checkpoint, retry=retry, stop=stop)
 
-    train_epochs(
-        "cam", files, progress, train_cfg.epochs, one_epoch, checkpoint, retry=settings.retry.policy(), stop=reached
-    )
+
+def _error_reached(threshold: float | None, metrics: dict) -> bool:
+    """``train.stop_val_error``: the validation top-1 error (a fraction) is at or below ``threshold``."""
+    return threshold is not None and 1 - metrics.get("val_top1", 0.0) / 100 <= threshold
 
 
 class _Batches:

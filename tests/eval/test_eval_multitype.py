@@ -58,6 +58,7 @@ def test_goals_compare_adversarial_with_mixed():
     assert g["worst_type_gain"] == 5.0 and g["worst_type_gain_met"] and g["type_probe_met"] and g["agreed_gain_5_met"]
 
 
+@pytest.mark.slow  # about 100 s on 2 cores: two trainings and their scoring through the CLI
 def test_eval_multitype_end_to_end(ray_local, corpus, tmp_path):
     corpus_uri, _ = corpus
     config = tmp_path / "mt.yaml"
