@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -59,7 +59,7 @@ class AdversarialConfig:
     order: Literal["d_first", "fc_first"] = "d_first"
     update: Literal["batch", "per_sample"] = "batch"
     schedule: Literal["constant", "dann"] | None = None
-    clip_type_loss: float | Literal["chance"] | None = field(default=None)
+    clip_type_loss: float | Literal["chance"] | None = None
     guard: bool | None = None
     guard_type_loss: float | None = None
     hidden: int = 256
