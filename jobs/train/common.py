@@ -208,6 +208,8 @@ def train_epochs(
 
     ctx = ray.train.get_context()
     rank, placement = ctx.get_world_rank(), {"world_size": ctx.get_world_size(), "nodes": worker_nodes()}
+    if stop is not None and progress.history and _from_rank0(rank == 0 and stop(progress.history[-1])):
+        return  # a rerun of a run that already stopped on its condition
     for epoch in range(progress.start, epochs):
         if patience and progress.epochs_since_best() >= patience:
             break

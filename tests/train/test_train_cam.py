@@ -136,6 +136,7 @@ def test_train_cam_adversarial_stratified_on_two_workers(ray_local, corpus):
         "ray": {"num_cpus": 2},
     })  # fmt: skip
     run_train_cam(settings)
+    run_train_cam(settings)  # the rerun resumes a run that already stopped: nothing more to train
     history = read_json(storage.join(output, "history.json"))
     assert len(history) == 1  # an error of at most 100 % is met by the first validation
     assert history[0]["world_size"] == 2 and 0 <= history[0]["train_type_acc"] <= 1
