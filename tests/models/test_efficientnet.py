@@ -13,6 +13,9 @@ from models.efficientnet import (
     EfficientNetConfig,
     MBConv,
     SameConv,
+    SqueezeExcitation,
+    adapt_stem,
+    build_efficientnet,
     lite0_weights_file,
     load_lite0_imagenet,
     map_state_dict,
@@ -96,3 +99,57 @@ def test_a_new_classifier_keeps_the_pretrained_features():
     net = load_lite0_imagenet(EfficientNet(EfficientNetConfig(num_classes=6)), head=False)
     source = torch.load(lite0_weights_file(), map_location="cpu", weights_only=True)
     assert torch.equal(net.stem.conv.conv.weight, source["_conv_stem.weight"]) and net.fc.out_features == 6
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_mbconv_keeps_or_halves_every_spatial_size(dims, stride):
+    cfg = EfficientNetConfig(variant="b0", dims=dims)
+    block = MBConv(cfg, 16, 24, expansion=6, kernel=5, stride=stride, drop_connect=0.0).eval()
+    size = (9,) * dims
+    out = block(torch.randn(2, 16, *size))
+    assert out.shape == (2, 24, *((9 + stride - 1) // stride,) * dims)  # "same" padding: ceil(size / stride)
+    same = MBConv(cfg, 16, 16, expansion=1, kernel=3, stride=1, drop_connect=0.0)
+    assert same.skip and not block.skip
+
+
+def test_squeeze_excitation_scales_each_channel_by_a_gate_of_its_pooled_value():
+    se = SqueezeExcitation(EfficientNetConfig(variant="b0"), channels=4, reduced=2).eval()
+    x = torch.rand(1, 4, 5, 5) + 0.1
+    gates = se(x) / x
+    per_channel = gates.flatten(2)
+    assert torch.allclose(per_channel, per_channel[..., :1].expand_as(per_channel))  # one gate per channel
+    assert bool(((per_channel > 0) & (per_channel < 1)).all())
+    assert not torch.allclose(per_channel[0, 0, 0], per_channel[0, 1, 0])
+
+
+def test_the_b0_layout_has_its_5_3_million_parameters():
+    net = EfficientNet(EfficientNetConfig(variant="b0"))
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(5_288_548, rel=1e-3)
+
+
+def test_a_grey_stem_answers_a_grey_image_as_the_rgb_stem_answers_it_in_three_equal_channels():
+    rgb = build_efficientnet(EfficientNetConfig(num_classes=1)).eval()
+    grey = build_efficientnet(EfficientNetConfig(num_classes=1, in_channels=1)).eval()
+    image = torch.rand(1, 1, 32, 32)
+    assert torch.allclose(grey.stem(image), rgb.stem(image.expand(-1, 3, -1, -1)), atol=1e-5)
+    assert adapt_stem(torch.ones(8, 3, 3, 3), 4).shape == (8, 4, 3, 3)
+
+
+def test_inflated_kernels_answer_a_depth_constant_volume_as_the_2d_network_answers_its_slice():
+    """Away from the first and last slices (where the depth padding is zeros) the 3D stem and first block give
+    the 2D network's activations on every slice."""
+    flat = build_efficientnet(EfficientNetConfig(num_classes=1)).eval()
+    deep = build_efficientnet(EfficientNetConfig(num_classes=1, dims=3), init="inflate").eval()
+    image = torch.randn(1, 3, 32, 32)
+    volume = image.unsqueeze(2).expand(-1, -1, 16, -1, -1)
+    with torch.no_grad():
+        want = flat.blocks[0](flat.stem(image))
+        got = deep.blocks[0](deep.stem(volume))
+    assert got.shape[2] == 8
+    for d in range(2, 6):
+        assert torch.allclose(got[:, :, d], want, atol=1e-4)
+    with pytest.raises(ValueError, match="3D networks"):
+        build_efficientnet(EfficientNetConfig(dims=2), init="inflate")
+    with pytest.raises(ValueError, match="lite0 only"):
+        build_efficientnet(EfficientNetConfig(variant="b0"), init="imagenet")
