@@ -41,6 +41,15 @@ def _cmd_make_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_make_multimodal(args: argparse.Namespace) -> int:
+    from jobs.corpus.multimodal import make_multimodal
+
+    modalities = [m for m in args.modalities.split(",") if m]
+    uri = make_multimodal(args.output, seed=args.seed, samples=args.samples, size=args.size, modalities=modalities)
+    print(f"multi-modal set of {args.samples} samples ({', '.join(modalities)}); manifest {uri}")
+    return 0
+
+
 def parse_stages(text: str | None) -> list[str] | None:
     """``None`` -> the config's list; ``"none"`` -> no stage (inventory run); ``"a,b"`` -> those stages."""
     if text is None:
@@ -100,6 +109,14 @@ def _cmd_train_fusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train_scorefusion(args: argparse.Namespace) -> int:
+    from jobs.train.scorefusion import load_scorefusion_settings, run_train_scorefusion
+
+    record = run_train_scorefusion(load_scorefusion_settings(args.config), address=args.address)
+    print(json.dumps(record, sort_keys=True, default=str))
+    return 0
+
+
 def _cmd_train_restore(args: argparse.Namespace) -> int:
     from jobs.train.restore import load_restore_settings, run_train_restore
 
@@ -136,6 +153,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _cmd_eval_scorefusion(args: argparse.Namespace) -> int:
+    from jobs.eval.scorefusion import run_eval_scorefusion
+    from jobs.train.scorefusion import load_scorefusion_settings
+
+    overrides = {"data": {"manifest": args.manifest}} if args.manifest else None
+    settings = load_scorefusion_settings(args.config, overrides)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    print(json.dumps(run_eval_scorefusion(settings, args.output, seeds), sort_keys=True))
+    return 0
 
 
 def _cmd_eval_fusion(args: argparse.Namespace) -> int:
@@ -277,6 +305,13 @@ def _add_make_corpus(sub) -> None:
     corpus.add_argument("--workers", type=int, default=8, help="parallel uploads")
     corpus.add_argument("--risk", action="store_true", help="add a binary risk label to every image (off: as before)")
     corpus.set_defaults(func=_cmd_make_corpus)
+    multimodal = sub.add_parser("make-multimodal", help="write seed 003's multi-modal sample set and its manifest")
+    multimodal.add_argument("--output", required=True, type=uri_argument, help="s3://bucket/prefix or a local folder")
+    multimodal.add_argument("--samples", type=_positive_int, default=400)
+    multimodal.add_argument("--seed", type=int, default=0)
+    multimodal.add_argument("--size", type=_positive_int, default=64, help="side of the 2D modalities, pixels")
+    multimodal.add_argument("--modalities", default="visible,infrared,depth,clip", help="comma-separated")
+    multimodal.set_defaults(func=_cmd_make_multimodal)
 
 
 def _add_score(sub) -> None:
@@ -333,6 +368,11 @@ def _add_train(sub) -> None:
         ("cam", "the CAM localizer, from image-level labels", _cmd_train),
         ("fusion", "the multimodal fusion scorer (risk), on cached features", _cmd_train_fusion),
         ("restore", "the restoration GAN (and its quality classifier)", _cmd_train_restore),
+        (
+            "scorefusion",
+            "seed 003: a network per modality over 5 folds, fused with fitted weights",
+            _cmd_train_scorefusion,
+        ),
     )
     for name, help_text, func in jobs:
         job = train_sub.add_parser(name, help=help_text)
@@ -357,17 +397,7 @@ def _add_eval(sub) -> None:
     eval_cam.add_argument("--cam-class", choices=["gt", "pred"], default="gt", help="CAM of the GT or predicted class")
     eval_cam.add_argument("--by-image-type", action="store_true", help="the figures per image type too")
     eval_cam.set_defaults(func=_cmd_eval)
-    multitype = eval_sub.add_parser(
-        "multitype", help="seed 002: photo-only, mixed, stratified and adversarial training per image type, over seeds"
-    )
-    multitype.add_argument("--config", default="configs/eval_multitype.yaml", help="the base training config")
-    multitype.add_argument("--output", required=True, type=uri_argument, help="where the variants' runs go")
-    multitype.add_argument("--manifest", help="the corpus manifest (default: the config's data.manifest)")
-    multitype.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
-    multitype.add_argument("--variants", default="photo_only,mixed,stratified,adversarial")
-    multitype.add_argument("--type-ratio", default="photo=5,sketch=1,cartoon=1", help="training mix (seed 002: 5:1:1)")
-    multitype.add_argument("--video-fps", type=float, default=5.0, help="frames per second sampled from each video")
-    multitype.set_defaults(func=_cmd_eval_multitype)
+    _add_eval_multitype(eval_sub)
     eval_objects = eval_sub.add_parser("objects", help="face and person recall and precision at IoU 0.5")
     eval_objects.add_argument("--manifest", help="corpus manifest URI: its images count false positives")
     eval_objects.add_argument("--config", help="score YAML whose stages.objects picks the detector; default: opencv")
@@ -380,6 +410,8 @@ def _add_eval(sub) -> None:
         "--seeds", type=_positive_int, default=1, help="train every model N times (seeds seed..seed+N-1): means, stds"
     )
     eval_fusion.set_defaults(func=_cmd_eval_fusion)
+
+    _add_eval_scorefusion(eval_sub)
 
     eval_restore = eval_sub.add_parser("restore", help="PSNR/SSIM of input, classical, L1 and GAN on held-out photos")
     eval_restore.add_argument("--config", required=True, help="YAML (see configs/eval_restore.yaml)")
@@ -399,6 +431,31 @@ def _add_eval(sub) -> None:
     eval_ocr.add_argument("--config", help="score YAML whose stages.ocr sets the engine; default: the defaults")
     eval_ocr.add_argument("--limit", type=int, help="at most this many images")
     eval_ocr.set_defaults(func=_cmd_eval_ocr)
+
+
+def _add_eval_multitype(eval_sub) -> None:
+    multitype = eval_sub.add_parser(
+        "multitype", help="seed 002: photo-only, mixed, stratified and adversarial training per image type, over seeds"
+    )
+    multitype.add_argument("--config", default="configs/eval_multitype.yaml", help="the base training config")
+    multitype.add_argument("--output", required=True, type=uri_argument, help="where the variants' runs go")
+    multitype.add_argument("--manifest", help="the corpus manifest (default: the config's data.manifest)")
+    multitype.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    multitype.add_argument("--variants", default="photo_only,mixed,stratified,adversarial")
+    multitype.add_argument("--type-ratio", default="photo=5,sketch=1,cartoon=1", help="training mix (seed 002: 5:1:1)")
+    multitype.add_argument("--video-fps", type=float, default=5.0, help="frames per second sampled from each video")
+    multitype.set_defaults(func=_cmd_eval_multitype)
+
+
+def _add_eval_scorefusion(eval_sub) -> None:
+    eval_sf = eval_sub.add_parser(
+        "scorefusion", help="seed 003: AUROC per modality, equal, fitted (out of fold) and test-picked weights"
+    )
+    eval_sf.add_argument("--config", default="configs/train_scorefusion.yaml", help="the train scorefusion YAML")
+    eval_sf.add_argument("--output", required=True, type=uri_argument, help="where each seed's run goes")
+    eval_sf.add_argument("--manifest", help="the samples manifest (default: the config's data.manifest)")
+    eval_sf.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    eval_sf.set_defaults(func=_cmd_eval_scorefusion)
 
 
 def _add_restore(sub) -> None:
