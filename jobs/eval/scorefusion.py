@@ -32,7 +32,7 @@ from jobs.train.scorefusion import (
 )
 
 
-def test_scores(settings: TrainScoreFusionSettings, checkpoint: str) -> pd.DataFrame:
+def score_test_split(settings: TrainScoreFusionSettings, checkpoint: str) -> pd.DataFrame:
     """``sample_id``, ``label`` and a score column per modality for the test split (NaN where missing or
     unreadable), each modality's network run on batches of 32."""
     from jobs.media.decode import DecodeError
@@ -119,7 +119,7 @@ def run_eval_scorefusion(settings: TrainScoreFusionSettings, output: str, seeds:
     for seed in seeds:
         run = settings.model_copy(update={"seed": seed, "output": storage.join(output, f"seed_{seed}")})
         record = run_train_scorefusion(run)
-        table = test_scores(run, storage.join(run.output, "scorefusion.pt"))
+        table = score_test_split(run, storage.join(run.output, "scorefusion.pt"))
         buf = io.BytesIO()
         table.to_parquet(buf, index=False)
         storage.write_bytes(storage.join(run.output, "test_scores.parquet"), buf.getvalue())

@@ -211,7 +211,7 @@ def _train_network(spec, settings: TrainScoreFusionSettings, x, y, ids, seed: in
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += float(loss.detach())
         if rank == 0:
             print(f"[train scorefusion] {spec.name} epoch {epoch}: loss={total / steps:.4f}")
     return net

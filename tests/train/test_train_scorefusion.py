@@ -1,0 +1,100 @@
+"""`mediascore train scorefusion` end to end on a small multi-modal set in the real S3 server: a 2D and a 3D
+(clip) network on Ray Train over the folds, a bad file and a missing modality, weights from out-of-fold scores
+only, resume by fold, and the test split scored from the checkpoint."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jobs.common import storage
+from jobs.corpus.multimodal import make_multimodal
+from jobs.eval.scorefusion import score_test_split, seed_figures
+from jobs.media.scorefusion import ScoreFusionScorer
+from jobs.train.scorefusion import TrainScoreFusionSettings, fold_uri, network_uri, run_train_scorefusion
+from models.checkpoint import load_checkpoint
+
+ROOT = "s3://test-scorefusion"
+
+
+def _write_table(uri: str, table: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def _settings(manifest: str) -> TrainScoreFusionSettings:
+    return TrainScoreFusionSettings.model_validate({
+        "data": {"manifest": manifest, "image_size": 32, "depth": 4, "folds": 2,
+                 "modalities": [{"name": "infrared", "in_channels": 1},
+                                {"name": "clip", "dims": 3, "init": "inflate", "removal": "frame_code"}]},
+        "output": f"{ROOT}/run", "train": {"epochs": 1, "batch_size": 8}, "ray": {"num_cpus": 2},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def scorefusion_run(ray_local):
+    """16 samples. What training may read is the training split: here the test split's files do not exist and
+    its labels are not labels, so a run that touched them would fail or record them. One training clip is
+    garbage and one training sample has no clip at all."""
+    real = make_multimodal(f"{ROOT}/set", seed=3, samples=16, folds=2, size=32, modalities=("infrared", "clip"))
+    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(real)))
+    train_ids = sorted(manifest[manifest.split == "train"].sample_id.unique())
+    broken, lacking = train_ids[0], train_ids[1]
+    storage.write_bytes(manifest[(manifest.sample_id == broken) & (manifest.modality == "clip")].uri.iloc[0], b"x")
+    blind = manifest[~((manifest.sample_id == lacking) & (manifest.modality == "clip"))].copy()
+    test = blind.split == "test"
+    blind.loc[test, "uri"] = f"{ROOT}/nowhere/" + blind.loc[test, "sample_id"] + ".png"
+    blind.loc[test, "label"] = "unknowable"
+    _write_table(f"{ROOT}/blind.parquet", blind)
+    settings = _settings(f"{ROOT}/blind.parquet")
+    record = run_train_scorefusion(settings)
+    return settings, record, manifest, train_ids, (broken, lacking), real
+
+
+def test_both_networks_train_and_the_weights_come_from_out_of_fold_scores_only(scorefusion_run):
+    settings, record, _, train_ids, (broken, lacking), _ = scorefusion_run
+    assert record["unreadable"] == {"infrared": 0, "clip": 1}  # the garbage clip; no test file was ever opened
+    oof = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(settings.output, "oof.parquet"))))
+    assert sorted(oof.sample_id) == train_ids  # grouped by sample: one row each, test samples absent
+    by_id = oof.set_index("sample_id")
+    assert np.isnan(by_id["clip"][broken]) and np.isnan(by_id["clip"][lacking]) and not by_id["infrared"].isna().any()
+    assert record["samples"] == len(train_ids) - 2 and record["fitted_on"] == "out_of_fold"
+    assert sum(record["weights"]) == pytest.approx(1) and record["method"] == "grid"
+    ckpt = load_checkpoint(storage.read_bytes(storage.join(settings.output, "scorefusion.pt")))
+    assert ckpt["builder"] == "scorefusion" and ckpt["data"]["removal"] == {"infrared": "none", "clip": "frame_code"}
+    assert [m["init"] for m in ckpt["config"]["modalities"]] == ["imagenet", "inflate"]
+
+
+def test_a_rerun_resumes_by_fold(scorefusion_run):
+    settings, *_ = scorefusion_run
+    kept, redo = fold_uri(settings, "infrared", 0), fold_uri(settings, "infrared", 1)
+    marker = pd.read_parquet(io.BytesIO(storage.read_bytes(kept))).assign(score=0.123)
+    _write_table(kept, marker)
+    network = storage.read_bytes(network_uri(settings, "clip"))
+    storage.delete(redo)
+    run_train_scorefusion(settings)
+    assert (pd.read_parquet(io.BytesIO(storage.read_bytes(kept))).score == 0.123).all()  # not retrained
+    assert storage.exists(redo) and storage.read_bytes(network_uri(settings, "clip")) == network
+
+
+def test_the_checkpoint_scores_the_test_split_and_handles_a_missing_modality(scorefusion_run):
+    settings, record, manifest, *_, real = scorefusion_run
+    run = settings.model_copy(update={"data": settings.data.model_copy(update={"manifest": real})})
+    checkpoint = storage.join(settings.output, "scorefusion.pt")
+    table = score_test_split(run, checkpoint)
+    assert len(table) == manifest[manifest.split == "test"].sample_id.nunique() and not table.isna().any().any()
+    figures = seed_figures(run, record, table)
+    assert 0 <= figures["auroc_fitted"] <= 1 and set(figures["auroc_by_modality"]) == {"infrared", "clip"}
+    scorer = ScoreFusionScorer(checkpoint)
+    sample = manifest[manifest.sample_id == table.sample_id[0]].set_index("modality").uri
+    files = {m: (storage.read_bytes(u), u) for m, u in sample.items()}
+    full, alone = scorer.score_samples([files, {"infrared": files["infrared"]}])
+    assert set(full.sf_scores) == {"infrared", "clip"} and full.sf_missing == [] and full.sf_class is not None
+    assert alone.sf_missing == ["clip"] and alone.sf_weights == {"infrared": 1.0}
+    assert alone.sf_score == pytest.approx(full.sf_scores["infrared"])
+    dropped = ScoreFusionScorer(checkpoint, missing="drop").score_samples([{"infrared": files["infrared"]}])[0]
+    assert dropped.sf_score is None and "clip" in dropped.error
