@@ -80,8 +80,23 @@ def uri_argument(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _cmd_score_samples(args: argparse.Namespace) -> int:
+    from jobs.score.samples import run_score_samples
+
+    if not args.checkpoint:
+        print("mediascore: score --samples needs --checkpoint (from `mediascore train scorefusion`)", file=sys.stderr)
+        return 2
+    summary = run_score_samples(args.samples, args.output, args.checkpoint, args.missing, address=args.address)
+    print(summary)
+    print(json.dumps(summary.as_dict(), sort_keys=True))
+    return 0
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from jobs.common.config import load_config
+
+    if args.samples:
+        return _cmd_score_samples(args)
     from jobs.score.pipeline import run_score
 
     stages = parse_stages(args.stages)  # validated once, as part of the config (stage names and their order)
@@ -316,8 +331,22 @@ def _add_make_corpus(sub) -> None:
 
 def _add_score(sub) -> None:
     score = sub.add_parser("score", help="decode media, run the stages, write Parquet (resumable)")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--input", type=uri_argument, help="URI of a prefix, or of a Parquet manifest with a uri column"
+    )
+    source.add_argument(
+        "--samples",
+        type=uri_argument,
+        metavar="MANIFEST",
+        help="a samples manifest (sample_id, modality, uri): multi-modal samples, scored with --checkpoint",
+    )
+    score.add_argument("--checkpoint", type=uri_argument, help="with --samples: a `train scorefusion` checkpoint")
     score.add_argument(
-        "--input", required=True, type=uri_argument, help="URI of a prefix, or of a Parquet manifest with a uri column"
+        "--missing",
+        choices=("renormalise", "drop"),
+        default="renormalise",
+        help="with --samples: fuse what is there (weights renormalised) or give a sample with a gap no score",
     )
     score.add_argument("--output", required=True, type=uri_argument, help="URI of the output prefix")
     score.add_argument("--config", help="YAML config (see configs/score.yaml); default: built-in defaults")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 
@@ -218,3 +219,50 @@ def restore_trained(ray_local):
     settings = TrainRestoreSettings.model_validate(restore_settings_dict(output, epochs=3))
     run_train_restore(settings)
     return settings, first
+
+
+SCOREFUSION_ROOT = "s3://test-scorefusion"
+
+
+def write_table(uri: str, table) -> None:
+    buf = io.BytesIO()
+    table.to_parquet(buf, index=False)
+    storage.write_bytes(uri, buf.getvalue())
+
+
+def _scorefusion_settings(manifest: str):
+    from jobs.train.scorefusion import TrainScoreFusionSettings
+
+    return TrainScoreFusionSettings.model_validate({
+        "data": {"manifest": manifest, "image_size": 32, "depth": 4, "folds": 2,
+                 "modalities": [{"name": "infrared", "in_channels": 1},
+                                {"name": "clip", "dims": 3, "init": "inflate", "removal": "frame_code"}]},
+        "output": f"{SCOREFUSION_ROOT}/run", "train": {"epochs": 1, "batch_size": 8}, "ray": {"num_cpus": 2},
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def scorefusion_run(ray_local):
+    """16 samples. What training may read is the training split: here the test split's files do not exist and
+    its labels are not labels, so a run that touched them would fail or record them. One training clip is
+    garbage and one training sample has no clip at all."""
+    import pandas as pd
+
+    from jobs.corpus.multimodal import make_multimodal
+    from jobs.train.scorefusion import run_train_scorefusion
+
+    real = make_multimodal(
+        f"{SCOREFUSION_ROOT}/set", seed=3, samples=16, folds=2, size=32, modalities=("infrared", "clip")
+    )
+    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(real)))
+    train_ids = sorted(manifest[manifest.split == "train"].sample_id.unique())
+    broken, lacking = train_ids[0], train_ids[1]
+    storage.write_bytes(manifest[(manifest.sample_id == broken) & (manifest.modality == "clip")].uri.iloc[0], b"x")
+    blind = manifest[~((manifest.sample_id == lacking) & (manifest.modality == "clip"))].copy()
+    test = blind.split == "test"
+    blind.loc[test, "uri"] = f"{SCOREFUSION_ROOT}/nowhere/" + blind.loc[test, "sample_id"] + ".png"
+    blind.loc[test, "label"] = "unknowable"
+    write_table(f"{SCOREFUSION_ROOT}/blind.parquet", blind)
+    settings = _scorefusion_settings(f"{SCOREFUSION_ROOT}/blind.parquet")
+    record = run_train_scorefusion(settings)
+    return settings, record, manifest, train_ids, (broken, lacking), real

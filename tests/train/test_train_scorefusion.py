@@ -9,50 +9,13 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_table
 
 from jobs.common import storage
-from jobs.corpus.multimodal import make_multimodal
 from jobs.eval.scorefusion import score_test_split, seed_figures
 from jobs.media.scorefusion import ScoreFusionScorer
-from jobs.train.scorefusion import TrainScoreFusionSettings, fold_uri, network_uri, run_train_scorefusion
+from jobs.train.scorefusion import fold_uri, network_uri, run_train_scorefusion
 from models.checkpoint import load_checkpoint
-
-ROOT = "s3://test-scorefusion"
-
-
-def _write_table(uri: str, table: pd.DataFrame) -> None:
-    buf = io.BytesIO()
-    table.to_parquet(buf, index=False)
-    storage.write_bytes(uri, buf.getvalue())
-
-
-def _settings(manifest: str) -> TrainScoreFusionSettings:
-    return TrainScoreFusionSettings.model_validate({
-        "data": {"manifest": manifest, "image_size": 32, "depth": 4, "folds": 2,
-                 "modalities": [{"name": "infrared", "in_channels": 1},
-                                {"name": "clip", "dims": 3, "init": "inflate", "removal": "frame_code"}]},
-        "output": f"{ROOT}/run", "train": {"epochs": 1, "batch_size": 8}, "ray": {"num_cpus": 2},
-    })  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def scorefusion_run(ray_local):
-    """16 samples. What training may read is the training split: here the test split's files do not exist and
-    its labels are not labels, so a run that touched them would fail or record them. One training clip is
-    garbage and one training sample has no clip at all."""
-    real = make_multimodal(f"{ROOT}/set", seed=3, samples=16, folds=2, size=32, modalities=("infrared", "clip"))
-    manifest = pd.read_parquet(io.BytesIO(storage.read_bytes(real)))
-    train_ids = sorted(manifest[manifest.split == "train"].sample_id.unique())
-    broken, lacking = train_ids[0], train_ids[1]
-    storage.write_bytes(manifest[(manifest.sample_id == broken) & (manifest.modality == "clip")].uri.iloc[0], b"x")
-    blind = manifest[~((manifest.sample_id == lacking) & (manifest.modality == "clip"))].copy()
-    test = blind.split == "test"
-    blind.loc[test, "uri"] = f"{ROOT}/nowhere/" + blind.loc[test, "sample_id"] + ".png"
-    blind.loc[test, "label"] = "unknowable"
-    _write_table(f"{ROOT}/blind.parquet", blind)
-    settings = _settings(f"{ROOT}/blind.parquet")
-    record = run_train_scorefusion(settings)
-    return settings, record, manifest, train_ids, (broken, lacking), real
 
 
 def test_both_networks_train_and_the_weights_come_from_out_of_fold_scores_only(scorefusion_run):
@@ -73,7 +36,7 @@ def test_a_rerun_resumes_by_fold(scorefusion_run):
     settings, *_ = scorefusion_run
     kept, redo = fold_uri(settings, "infrared", 0), fold_uri(settings, "infrared", 1)
     marker = pd.read_parquet(io.BytesIO(storage.read_bytes(kept))).assign(score=0.123)
-    _write_table(kept, marker)
+    write_table(kept, marker)
     network = storage.read_bytes(network_uri(settings, "clip"))
     storage.delete(redo)
     run_train_scorefusion(settings)

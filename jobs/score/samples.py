@@ -1,0 +1,169 @@
+"""``mediascore score --samples MANIFEST``: multi-modal samples scored with a ``train scorefusion`` checkpoint.
+
+The manifest has one row per (sample, modality) (``sample_id``, ``modality``, ``uri``, optionally ``label``). Ray
+Data groups the rows by ``sample_id`` into one row per sample, then an actor pool holding the checkpoint scores
+batches of samples (one network call per modality per batch, :class:`jobs.media.scorefusion.ScoreFusionScorer`)
+and writes each batch to ``<output>/samples/part-<hash>.parquet``. One object per batch is the unit of commit:
+a rerun lists the parts, skips the samples they hold and scores the rest, so a stopped run resumes without
+scoring anything twice. ``<output>/samples_job.json`` records the checkpoint and manifest; a rerun with another
+checkpoint is refused rather than mixing two models in one table.
+
+Columns: ``sample_id``, ``label`` (the manifest's, when it has one), ``sf_class``, ``sf_score``, ``sf_scores``
+and ``sf_weights`` (maps modality -> value; the weights actually used, after renormalising over what was there),
+``sf_missing`` (modalities absent or unreadable, with the reason), ``sf_model`` (the checkpoint's version) and
+``error`` (why a sample has no score). A missing object, a corrupt file or an unknown modality never stops the
+run: the sample keeps its row with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.common import storage
+from jobs.common.storage import read_json, write_json
+
+SAMPLES_FOLDER = "samples"
+JOB_FILE = "samples_job.json"
+SCORES = pa.map_(pa.string(), pa.float64())
+SAMPLES_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("label", pa.string()), ("sf_class", pa.string()), ("sf_score", pa.float64()),
+    ("sf_scores", SCORES), ("sf_weights", SCORES), ("sf_missing", pa.list_(pa.string())), ("sf_model", pa.string()),
+    ("error", pa.string()),
+])  # fmt: skip
+
+
+def read_manifest(uri: str) -> pd.DataFrame:
+    """The samples manifest's rows; ``label`` is optional at inference."""
+    table = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
+    missing = {"sample_id", "modality", "uri"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{uri}: a samples manifest needs the columns {sorted(missing)}")
+    if "label" not in table:
+        table["label"] = None
+    return table[["sample_id", "modality", "uri", "label"]].astype({"sample_id": str, "modality": str, "uri": str})
+
+
+def done_samples(output: str) -> set[str]:
+    """The sample ids that committed parts of ``output`` already hold."""
+    done: set[str] = set()
+    for obj in storage.list_objects(storage.join(output, SAMPLES_FOLDER), extensions=[".parquet"]):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(obj.uri)), columns=["sample_id"])
+        done.update(table.column("sample_id").to_pylist())
+    return done
+
+
+def _pack(group: pd.DataFrame) -> pd.DataFrame:
+    """One sample's rows -> one row with its modalities and URIs as lists (the ``map_groups`` step)."""
+    labels = group.label.dropna()
+    return pd.DataFrame({
+        "sample_id": [str(group.sample_id.iloc[0])], "label": [str(labels.iloc[0]) if len(labels) else None],
+        "modalities": [group.modality.astype(str).tolist()], "uris": [group.uri.astype(str).tolist()],
+    })  # fmt: skip
+
+
+class ScoreSampleBatches:
+    """Ray Data actor: the checkpoint, loaded once; each batch of samples read, scored and committed as a part."""
+
+    def __init__(self, checkpoint: str, output: str, missing: str = "renormalise", device: str | None = None):
+        from jobs.media.scorefusion import ScoreFusionScorer
+
+        self.scorer = ScoreFusionScorer(checkpoint, device, missing)
+        self.output = output
+
+    def _read(self, modalities, uris) -> tuple[dict, dict[str, str]]:
+        from jobs.media.decode import describe
+
+        files, reasons = {}, {}
+        for name, uri in zip(modalities, uris, strict=True):
+            if name not in self.scorer.names:
+                continue  # a modality the checkpoint has no network for: not part of this model's samples
+            try:
+                files[name] = (storage.read_bytes(uri), uri)
+            except (FileNotFoundError, OSError) as exc:
+                reasons[name] = describe(exc)
+        return files, reasons
+
+    def __call__(self, batch: dict) -> dict:
+        read = [self._read(m, u) for m, u in zip(batch["modalities"], batch["uris"], strict=True)]
+        samples, reasons = [files for files, _ in read], [why for _, why in read]
+        results = self.scorer.score_samples(samples)
+        rows = []
+        for sid, label, result, why in zip(batch["sample_id"], batch["label"], results, reasons, strict=True):
+            missing = [f"{m} ({why[m]})" if m in why else m for m in result.sf_missing]
+            error = result.error
+            if error and why:
+                error = f"{error}; " + "; ".join(f"{m}: {r}" for m, r in why.items())
+            rows.append({"sample_id": str(sid), "label": None if label is None else str(label),
+                         "sf_class": result.sf_class, "sf_score": result.sf_score,
+                         "sf_scores": list(result.sf_scores.items()), "sf_weights": list(result.sf_weights.items()),
+                         "sf_missing": missing, "sf_model": self.scorer.version, "error": error})  # fmt: skip
+        table = pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA)
+        digest = hashlib.sha1("\n".join(sorted(r["sample_id"] for r in rows)).encode()).hexdigest()[:16]
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        storage.write_bytes(storage.join(self.output, SAMPLES_FOLDER, f"part-{digest}.parquet"), buf.getvalue())
+        return {"sample_id": np.array([r["sample_id"] for r in rows]),
+                "error": np.array([r["error"] or "" for r in rows])}  # fmt: skip
+
+
+@dataclass
+class SamplesSummary:
+    output: str
+    samples: int
+    scored: int
+    errors: int
+    skipped_done: int
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __str__(self) -> str:
+        return (f"score --samples: {self.scored} of {self.samples} samples scored this run, {self.errors} without a "
+                f"score (reasons in the error column), {self.skipped_done} done before; results in "
+                f"{storage.join(self.output, SAMPLES_FOLDER)}/")  # fmt: skip
+
+
+def _check_job(output: str, job: dict) -> None:
+    earlier = read_json(storage.join(output, JOB_FILE))
+    if earlier and earlier.get("sf_model") != job["sf_model"]:
+        raise ValueError(f"{output} holds samples scored by model {earlier['sf_model']} ({earlier['checkpoint']}); "
+                         f"scoring with {job['sf_model']} would mix two models: use another output")  # fmt: skip
+    write_json(storage.join(output, JOB_FILE), job)
+
+
+def run_score_samples(manifest_uri: str, output: str, checkpoint: str, missing: str = "renormalise",
+                      batch_size: int = 32, workers: int = 1, address: str | None = None,
+                      progress=print) -> SamplesSummary:  # fmt: skip
+    """Score every sample of the manifest not yet in ``output`` (see the module docstring)."""
+    import ray.data
+
+    from jobs.common.config import RayConfig
+    from jobs.common.session import ray_session
+    from jobs.media.checkpoints import read_checkpoint
+    from models.checkpoint import describe
+
+    info = describe(read_checkpoint(checkpoint), checkpoint)
+    _check_job(output, {"checkpoint": checkpoint, "sf_model": info["version"], "manifest": manifest_uri})
+    rows = read_manifest(manifest_uri)
+    done = done_samples(output)
+    todo = rows[~rows.sample_id.isin(done)]
+    total = int(todo.sample_id.nunique())
+    scored = errors = 0
+    if total:
+        with ray_session(RayConfig(), address):
+            ds = ray.data.from_pandas(todo).groupby("sample_id").map_groups(_pack, batch_format="pandas")
+            ds = ds.map_batches(ScoreSampleBatches, fn_constructor_args=(checkpoint, output, missing),
+                                batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+                                batch_format="numpy", num_cpus=1)  # fmt: skip
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                scored += int((batch["error"] == "").sum())
+                errors += int((batch["error"] != "").sum())
+                progress(f"[score samples] {scored + errors}/{total} samples")
+    return SamplesSummary(output, total + len(done & set(rows.sample_id)), scored, errors, len(done))
