@@ -226,8 +226,9 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serve.app import MODELS, start
+    from serve.app import start
     from serve.config import load_serve_settings
+    from serve.models import MODELS
 
     bodies = _images(max(8, args.batch))
     costs = stage_costs(args.config, bodies, args.batch) if args.route == "score" else {}

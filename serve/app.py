@@ -22,8 +22,16 @@ from ray.serve.config import BackpressureConfig
 
 from serve.config import DeploymentSettings, ServeSettings, has_dot_segment, load_serve_settings
 from serve.keys import KeyRing
-from serve.models import MODELS, Model
-from serve.schemas import IMAGE_BODY, LocalizeResult, MaskFormat, OcrResult, ScoreResult
+from serve.models import OPTIONAL, Model, deployed
+from serve.schemas import (
+    IMAGE_BODY,
+    SAMPLE_BODY,
+    LocalizeResult,
+    MaskFormat,
+    OcrResult,
+    ScoreFusionResult,
+    ScoreResult,
+)
 
 log = logging.getLogger(__name__)
 APP_NAME = "mediascore"
@@ -62,16 +70,18 @@ def _error_status(code: str | None) -> int:
     """The status of a model's answer for one input: the input's fault (4xx) unless the code says otherwise.
 
     ``image_*``/``empty_*``: the bytes past the header did not decode (413/415); ``model_error`` and
-    ``stage_error``: the model could not process this image (422). Anything else is our fault (500).
+    ``stage_error``: the model could not process this image (422); ``sample_*``: a multi-modal sample the model
+    cannot score (a modality it does not know, or one missing under ``missing: drop``; 422). Anything else is our
+    fault (500).
     """
     if code and code.startswith(("image_", "empty_")):
         return _decode_status(code)
-    return 422 if code in ("model_error", "stage_error") else 500
+    return 422 if code in ("model_error", "stage_error") or (code or "").startswith("sample_") else 500
 
 
 def _short_reason(name: str, error: str, code: str | None) -> str:
     """A reason without internals: no file paths, library build strings or tracebacks reach the client."""
-    if code and code.startswith(("image_", "empty_")):
+    if code and code.startswith(("image_", "empty_", "sample_")):
         return error
     failed = sorted(set(re.findall(r"stage_error: (\w+):", error))) or [name]
     return f"the {'/'.join(failed)} model could not process this image"
@@ -103,16 +113,57 @@ def _uri_from_body(body: bytes) -> str:
         raise HTTPException(400, detail=str(exc)) from None
 
 
+def _uris_from_body(body: bytes) -> dict[str, str]:
+    """``{modality: uri}`` from a JSON body ``{"uris": {...}}``, each URI checked as :func:`_uri_from_body` does."""
+    from jobs.common import storage
+
+    try:
+        uris = json.loads(body)["uris"]
+        if not isinstance(uris, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in uris.items()):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise HTTPException(400, detail='malformed JSON body: expected {"uris": {"<modality>": "<uri>"}}') from None
+    try:
+        return {m: storage.check_uri(u, object_key=True) for m, u in uris.items()}
+    except storage.InvalidURI as exc:
+        raise HTTPException(400, detail=str(exc)) from None
+
+
+async def _multipart_files(body: bytes, content_type: str) -> dict[str, tuple[bytes, str]]:
+    """The file parts of a ``multipart/form-data`` body (python-multipart, through Starlette's parser), by field
+    name; a part without a file name, or a field sent twice, is the client's error."""
+    from starlette.datastructures import Headers, UploadFile
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(
+            Headers({"content-type": content_type}), stream(), max_files=16, max_fields=16
+        ).parse()
+    except MultiPartException as exc:
+        raise HTTPException(400, detail=f"malformed multipart body: {exc.message}") from None
+    files = {}
+    for field, value in form.multi_items():
+        if not isinstance(value, UploadFile) or not value.filename:
+            raise HTTPException(400, detail=f"field {field!r} is not a file with a name (its extension is its kind)")
+        if field in files:
+            raise HTTPException(400, detail=f"modality {field!r} sent twice")
+        files[field] = (await value.read(), value.filename)
+    return files
+
+
 @serve.ingress(api)
 class Gateway:
     """HTTP ingress: keys, limits, reading and decoding bodies, metrics, and the routes."""
 
-    def __init__(self, settings: dict, score, localize, ocr, restore):
+    def __init__(self, settings: dict, **handles):
         from ray.util.metrics import Counter, Histogram
 
         self.cfg = ServeSettings.model_validate(settings)
         self.keys = KeyRing(self.cfg.api_keys, os.environ.get(self.cfg.api_keys_env, ""), self.cfg.api_keys_file)
-        self.handles = {"score": score, "localize": localize, "ocr": ocr, "restore": restore}
+        self.handles = handles  # model name -> deployment handle, for the deployments this application has
         self.started = time.time()
         self.requests = Counter(
             "mediascore_requests", description="requests by route and status", tag_keys=("route", "status")
@@ -133,9 +184,13 @@ class Gateway:
             raise HTTPException(413, detail=f"body of {size} bytes > limit {self.cfg.max_body_bytes}")
 
     async def _read_uri(self, body: bytes) -> bytes:
+        return await self._read_object(_uri_from_body(body))
+
+    async def _read_object(self, uri: str) -> bytes:
+        """The object at a checked ``uri``: under a readable prefix, within the size limit, the store's state
+        mapped to a status (404 missing, 503 + Retry-After unavailable, 502 otherwise)."""
         from jobs.common import storage, transient
 
-        uri = _uri_from_body(body)
         if has_dot_segment(uri) or not any(uri.startswith(prefix) for prefix in self.cfg.uri_prefixes):
             raise HTTPException(403, detail=f"{uri} is not under a readable prefix ({self.cfg.uri_prefixes})")
         try:
@@ -152,19 +207,23 @@ class Gateway:
             raise HTTPException(502, detail=f"could not read {uri}: {exc}") from None
         return data
 
-    async def _image(self, request: Request) -> bytes:
-        """The request's image bytes, checked: key, size, and the header's format and pixel count."""
-        from jobs.media.decode import DecodeError, probe_image
-
+    async def _body(self, request: Request) -> bytes:
+        """The request body, checked: key and size (a chunked upload without a length stops at the limit, too)."""
         self._check_key(request)
         declared = request.headers.get("content-length", "0")
         self._check_size(int(declared) if declared.isdigit() else 0)
         chunks, size = [], 0
-        async for chunk in request.stream():  # a chunked upload without a length stops at the limit, too
+        async for chunk in request.stream():
             size += len(chunk)
             self._check_size(size)
             chunks.append(chunk)
-        body = b"".join(chunks)
+        return b"".join(chunks)
+
+    async def _image(self, request: Request) -> bytes:
+        """The request's image bytes, checked: key, size, and the header's format and pixel count."""
+        from jobs.media.decode import DecodeError, probe_image
+
+        body = await self._body(request)
         if not body:
             raise HTTPException(400, detail="empty body: send image bytes or JSON {'uri': ...}")
         if request.headers.get("content-type", "").startswith("application/json"):
@@ -175,7 +234,25 @@ class Gateway:
             raise HTTPException(_decode_status(exc.code), detail=str(exc)) from None
         return body
 
-    async def _call(self, name: str, body: bytes, **params):
+    async def _sample(self, request: Request) -> dict[str, tuple[bytes, str]]:
+        """A multi-modal sample: ``multipart/form-data`` with one file per modality (the field name is the
+        modality, the file name's extension its kind: ``.png``, ``.npy``, ``.nii.gz``, ``.mp4``...), or JSON
+        ``{"uris": {modality: uri}}`` naming objects under the readable prefixes."""
+        body = await self._body(request)
+        kind = request.headers.get("content-type", "")
+        if kind.startswith("multipart/form-data"):
+            files = await _multipart_files(body, kind)
+        elif kind.startswith("application/json"):
+            uris = _uris_from_body(body)
+            data = await asyncio.gather(*(self._read_object(u) for u in uris.values()))
+            files = {m: (d, u) for (m, u), d in zip(uris.items(), data, strict=True)}
+        else:
+            raise HTTPException(415, detail="send multipart/form-data (a file per modality) or JSON {'uris': {...}}")
+        if not files:
+            raise HTTPException(400, detail="no modalities: send one file (or URI) per modality")
+        return files
+
+    async def _call(self, name: str, body, **params):
         """One model call. A full model queue, or a replica that died or is restarting, becomes 503 + Retry-After;
         an image that fails to decode past its header 413/415; a model that cannot process this one image 422. The
         client gets a short reason, the log the whole error."""
@@ -275,6 +352,15 @@ class Gateway:
 
         return await self._timed("restore", work())
 
+    @api.post("/v1/scorefusion", response_model=ScoreFusionResult, openapi_extra=SAMPLE_BODY)
+    async def scorefusion_route(self, request: Request) -> dict:
+        async def work():
+            if "scorefusion" not in self.handles:
+                raise HTTPException(404, detail="no multi-modal model here: models.scorefusion.checkpoint is unset")
+            return await self._call("scorefusion", await self._sample(request))
+
+        return await self._timed("scorefusion", work())
+
 
 def user_config(cls: type[Model], settings: ServeSettings) -> dict:
     """What a model deployment's ``reconfigure`` receives: its model sections and batch settings."""
@@ -286,10 +372,11 @@ def user_config(cls: type[Model], settings: ServeSettings) -> dict:
     }
 
 
-def build_app(settings: ServeSettings):
-    """The application: model deployments bound into the gateway, every option from ``settings``."""
+def build_app(settings: ServeSettings, optional: list[str] | None = None):
+    """The application: model deployments bound into the gateway, every option from ``settings``; ``optional``
+    as :func:`serve.models.deployed` takes it."""
     bound = {}
-    for name, cls in MODELS.items():
+    for name, cls in deployed(settings.models, optional).items():
         options = _options(getattr(settings, f"{name}_deployment"))
         bound[name] = serve.deployment(cls, name=cls.__name__, user_config=user_config(cls, settings), **options).bind()
     gateway = settings.model_dump(mode="json", exclude={"models"})  # a new checkpoint leaves the gateway alone
@@ -301,7 +388,7 @@ def app_builder(args: dict):
     (relative: the working directory first, then the repository); no args: the defaults. ``serve run`` and
     ``serve deploy`` reach it through a Serve config file (:func:`serve_config`)."""
     if "settings" in args:
-        return build_app(ServeSettings.model_validate(args["settings"]))
+        return build_app(ServeSettings.model_validate(args["settings"]), args.get("optional", []))
     return build_app(load_serve_settings(args.get("config")))
 
 
@@ -311,14 +398,20 @@ def serve_config(settings: ServeSettings) -> dict:
     Serve rebuilds an application, replacing every replica, when its ``import_path`` or ``args`` change, but
     applies a change of a deployment's ``user_config`` in place by calling ``reconfigure``. So the args carry
     everything except the models, and each model deployment's sections go into its ``user_config`` override:
-    deploying this again with a new checkpoint loads it in the running replicas while requests go on.
+    deploying this again with a new checkpoint loads it in the running replicas while requests go on. The
+    optional deployments made (``args.optional``) are part of the args: adding one rebuilds the application.
     """
+    optional = [name for name in deployed(settings.models) if name in OPTIONAL]
     app = {
         "name": APP_NAME,
         "route_prefix": "/",
         "import_path": "serve.app:app_builder",
-        "args": {"settings": settings.model_dump(mode="json", exclude={"models"}, exclude_defaults=True)},
-        "deployments": [{"name": cls.__name__, "user_config": user_config(cls, settings)} for cls in MODELS.values()],
+        "args": {"settings": settings.model_dump(mode="json", exclude={"models"}, exclude_defaults=True)}
+        | ({"optional": sorted(optional)} if optional else {}),
+        "deployments": [
+            {"name": cls.__name__, "user_config": user_config(cls, settings)}
+            for cls in deployed(settings.models).values()
+        ],
     }
     return {"proxy_location": "EveryNode", "http_options": _http_options(settings), "applications": [app]}
 
@@ -350,7 +443,7 @@ def start(settings: ServeSettings, address: str | None = None, num_cpus: int | N
         if time.time() > deadline:
             raise TimeoutError(f"the mediascore application was not running after {timeout_s:.0f} s: {status}")
     failed = {}
-    for cls in MODELS.values():
+    for cls in deployed(settings.models).values():
         state = serve.get_deployment_handle(cls.__name__, APP_NAME).describe.remote().result()
         if state.get("error"):
             failed[cls.__name__] = state["error"]

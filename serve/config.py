@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from jobs.common import storage
-from jobs.common.config import LabelSelector, ModelSections, StrictModel, load_yaml
+from jobs.common.config import LabelSelector, ModelSections, StrictModel, load_yaml, resolve_path
 
 
 class DeploymentSettings(StrictModel):
@@ -34,9 +35,23 @@ class DeploymentSettings(StrictModel):
     label_selector: LabelSelector = Field({}, description="node labels the replicas need; empty: any node")
 
 
+class ScoreFusionServeConfig(StrictModel):
+    """``models.scorefusion``: a ``mediascore train scorefusion`` checkpoint for ``POST /v1/scorefusion``; unset,
+    the route answers 404 and no deployment is made. ``missing`` as ``score --samples --missing``."""
+
+    checkpoint: str | None = None
+    missing: Literal["renormalise", "drop"] = "renormalise"
+
+
 class ServeModels(ModelSections):
     """The model sections, exactly as in a ``mediascore score`` config (their ``resources`` are not used here:
-    each deployment has its own)."""
+    each deployment has its own), and the multi-modal samples model, which has no ``score`` stage."""
+
+    scorefusion: ScoreFusionServeConfig = ScoreFusionServeConfig()
+
+    def resolved(self) -> ServeModels:
+        section = self.scorefusion.model_copy(update={"checkpoint": resolve_path(self.scorefusion.checkpoint)})
+        return super().resolved().model_copy(update={"scorefusion": section})
 
 
 class ServeSettings(StrictModel):
@@ -60,6 +75,7 @@ class ServeSettings(StrictModel):
     localize_deployment: DeploymentSettings = DeploymentSettings()
     ocr_deployment: DeploymentSettings = DeploymentSettings()
     restore_deployment: DeploymentSettings = DeploymentSettings(max_batch_size=4)
+    scorefusion_deployment: DeploymentSettings = DeploymentSettings(max_batch_size=4)
     gateway: DeploymentSettings = DeploymentSettings(num_cpus=0.1, max_ongoing_requests=256, max_queued_requests=512)
 
     @field_validator("uri_prefixes")

@@ -6,6 +6,8 @@
 * ``LocalizeModel`` runs the ``cam`` stage's localizer and returns the mask too.
 * ``OcrModel`` runs the ``ocr`` stage; ``RestoreModel`` runs the generator and quality classifier of
   ``mediascore restore``.
+* ``ScoreFusionModel`` scores one multi-modal sample per request with the scorer of ``score --samples``; it is
+  deployed only when ``models.scorefusion.checkpoint`` is set.
 
 Each ``predict`` is a ``@serve.batch`` handler: concurrent requests reach the model as one list. The batch runs on
 the replica's user event loop, not in a worker thread: Serve receives the next requests on its own loop meanwhile,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Iterable
 
 import numpy as np
 from ray import serve
@@ -278,4 +281,52 @@ class RestoreModel(Model):
         ]
 
 
-MODELS: dict[str, type[Model]] = {cls.name: cls for cls in (ScoreModel, LocalizeModel, OcrModel, RestoreModel)}
+class ScoreFusionModel(Model):
+    """Seed 003: a sample's modalities (``{modality: (bytes, file name)}``), its fused score and class, the per
+    modality scores and the weights used: the columns of ``score --samples``, as JSON."""
+
+    name = "scorefusion"
+    sections = ("scorefusion",)
+
+    def load(self, models: ServeModels):
+        from jobs.media.scorefusion import ScoreFusionScorer
+
+        cfg = models.scorefusion
+        if not cfg.checkpoint:
+            raise ValueError("models.scorefusion.checkpoint is required")
+        scorer = ScoreFusionScorer(cfg.checkpoint, missing=cfg.missing)
+        return scorer, {"scorefusion": scorer.info}
+
+    def _decode_and_run(self, scorer, items: list[tuple[dict, dict]]) -> list[dict]:
+        """The modalities decode inside the scorer; a modality it has no network for is the request's error."""
+        results: list[dict | None] = [None] * len(items)
+        good = []
+        for i, (files, _) in enumerate(items):
+            unknown = sorted(set(files) - set(scorer.names))
+            if unknown:
+                results[i] = {"error": f"unknown modalities {unknown}; this model takes {scorer.names}",
+                              "error_code": "sample_unknown_modality"}  # fmt: skip
+            else:
+                good.append(i)
+        for i, r in zip(good, scorer.score_samples([items[i][0] for i in good]), strict=True):
+            results[i] = {"sf_class": r.sf_class, "sf_score": r.sf_score, "sf_scores": r.sf_scores,
+                          "sf_weights": r.sf_weights, "sf_missing": r.sf_missing,
+                          "sf_model": scorer.version}  # fmt: skip
+            if r.error:
+                results[i] |= {"error": r.error, "error_code": "sample_incomplete"}
+        return results
+
+
+MODELS: dict[str, type[Model]] = {
+    cls.name: cls for cls in (ScoreModel, LocalizeModel, OcrModel, RestoreModel, ScoreFusionModel)
+}
+OPTIONAL = {"scorefusion": lambda models: bool(models.scorefusion.checkpoint)}
+"""Deployments made only when their section names a model."""
+
+
+def deployed(models: ServeModels, optional: Iterable[str] | None = None) -> dict[str, type[Model]]:
+    """The model deployments an application with these ``models`` has. ``optional`` (names from
+    :data:`OPTIONAL`), when given, says which optional ones instead: a Serve config file's ``args`` carry it, as
+    they leave the models out (those go to each deployment's ``user_config``)."""
+    wanted = set(optional) if optional is not None else {name for name, has in OPTIONAL.items() if has(models)}
+    return {name: cls for name, cls in MODELS.items() if name not in OPTIONAL or name in wanted}

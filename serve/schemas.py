@@ -25,6 +25,47 @@ IMAGE_BODY = {
 }
 
 
+SAMPLE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "description": "one file per modality, the field named after it; the file name's extension "
+                    "says what it is (.png, .npy, .nii.gz, .mp4, ...)",
+                    "additionalProperties": {"type": "string", "format": "binary"},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["uris"],
+                    "properties": {
+                        "uris": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                            "example": {"visible": "s3://media/s1/visible.png", "depth": "s3://media/s1/depth.npy"},
+                        }
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+class ScoreFusionResult(BaseModel):
+    """The columns of ``mediascore score --samples`` for one sample."""
+
+    sf_class: str | None = Field(description="the positive label, or not_<positive>")
+    sf_score: float | None = Field(description="the fused score")
+    sf_scores: dict[str, float] = Field(description="each present modality's own score")
+    sf_weights: dict[str, float] = Field(description="the weights used, renormalised over the modalities present")
+    sf_missing: list[str] = Field(description="modalities absent or unreadable (with the reason)")
+    sf_model: str
+
+
 class OcrResult(BaseModel):
     lines: list[str]
     boxes: list[list[int]] = Field(description="one quadrilateral per line: x1, y1, ..., x4, y4 in pixels")

@@ -58,13 +58,15 @@ def _settings_dict(models: dict) -> dict:
         "localize_deployment": wide,
         "ocr_deployment": wide,
         "restore_deployment": small,
+        "scorefusion_deployment": wide,
         "gateway": {"num_cpus": 0.1, "max_ongoing_requests": 64, "max_queued_requests": 128},
     }
 
 
 @pytest.fixture(scope="module")
-def checkpoints(s3):
-    """The demo checkpoints copied into the object store: section -> URI."""
+def checkpoints(s3, scorefusion_run):
+    """The demo checkpoints copied into the object store: section -> URI; and the multi-modal model of the
+    scorefusion training test."""
     from jobs.common import storage
 
     storage.ensure_bucket("s3://models/")
@@ -72,6 +74,8 @@ def checkpoints(s3):
     for name in ("cam_lite0", "fusion_lite0", "restore_tiny", "quality_tiny"):
         uris[name] = f"s3://models/serve/{name}.pt"
         storage.write_bytes(uris[name], (ROOT / "checkpoints" / f"{name}.pt").read_bytes())
+    uris["scorefusion"] = "s3://models/serve/scorefusion.pt"
+    storage.write_bytes(uris["scorefusion"], storage.read_bytes(scorefusion_run[0].output + "/scorefusion.pt"))
     storage.ensure_bucket("s3://media/")
     return uris
 
@@ -83,6 +87,7 @@ def _models(uris: dict, cam: str | None = None) -> dict:
         "objects": {"max_side": 640},
         "fusion": {"checkpoint": uris["fusion_lite0"]},
         "restore": {"checkpoint": uris["restore_tiny"], "quality_checkpoint": uris["quality_tiny"]},
+        "scorefusion": {"checkpoint": uris["scorefusion"]},
     }
 
 
@@ -136,7 +141,9 @@ def test_ready_and_models_name_the_object_store_checkpoints(server, checkpoints)
     ready = requests.get(f"{server}/readyz", timeout=60)
     assert ready.status_code == 200 and ready.json() == {"status": "ready", "waiting_on": []}
     models = requests.get(f"{server}/v1/models", timeout=60).json()["models"]
-    assert set(models) == {"score", "localize", "ocr", "restore"} and all(m["loaded"] for m in models.values())
+    assert set(models) == {"score", "localize", "ocr", "restore", "scorefusion"} and all(
+        m["loaded"] for m in models.values()
+    )
     fusion = models["score"]["models"]["fusion"]
     assert fusion["uri"] == checkpoints["fusion_lite0"]
     assert fusion["version"] == f"{fusion['uri']}#epoch={fusion['epoch']}"
@@ -184,6 +191,51 @@ def test_score_matches_the_batch_stages_and_reads_uris(server, checkpoints):
     storage.write_bytes("s3://media/frames/hello.png", _png(image))
     by_uri = _post(f"{server}/v1/score", json={"uri": "s3://media/frames/hello.png"})
     assert by_uri.status_code == 200 and by_uri.json()["score"] == pytest.approx(got["score"], abs=1e-6)
+
+
+def test_scorefusion_answers_as_score_samples_from_files_or_uris(server, scorefusion_run):
+    from jobs.common import storage
+    from jobs.media.scorefusion import ScoreFusionScorer
+
+    settings, _, manifest, *_ = scorefusion_run
+    sample = manifest[manifest.split == "test"].groupby("sample_id").uri.apply(list).iloc[0]
+    files = {uri.rsplit("/", 1)[-1].split(".")[0]: (uri.rsplit("/", 1)[-1], storage.read_bytes(uri)) for uri in sample}
+    url = f"{server}/v1/scorefusion"
+    got = _post(url, files={m: (name, data) for m, (name, data) in files.items()})
+    assert got.status_code == 200, got.text
+    want = ScoreFusionScorer(settings.output + "/scorefusion.pt").score_samples(
+        [{m: (data, name) for m, (name, data) in files.items()}]
+    )[0]
+    answer = got.json()
+    assert answer["sf_score"] == pytest.approx(want.sf_score, abs=1e-5) and answer["sf_class"] == want.sf_class
+    assert set(answer["sf_scores"]) == {"infrared", "clip"} and answer["sf_missing"] == []
+    assert answer["sf_model"].startswith("s3://models/serve/scorefusion.pt#epoch=")
+    for name, data in files.values():
+        storage.write_bytes(f"s3://media/sf/{name}", data)
+    by_uri = _post(url, json={"uris": {m: f"s3://media/sf/{name}" for m, (name, _) in files.items()}})
+    assert by_uri.status_code == 200 and by_uri.json()["sf_score"] == pytest.approx(answer["sf_score"], abs=1e-6)
+    alone = _post(url, files={"infrared": files["infrared"]}).json()
+    assert alone["sf_missing"] == ["clip"] and alone["sf_weights"] == {"infrared": 1.0}
+    broken = _post(url, files={"infrared": files["infrared"], "clip": ("clip.mp4", b"not a video")}).json()
+    assert broken["sf_missing"][0].startswith("clip (") and broken["sf_score"] == pytest.approx(alone["sf_score"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "says"),
+    [
+        ({"files": {"thermal": ("t.png", b"x")}}, 422, "unknown modalities"),
+        ({"data": b"infrared=1", "headers": {"Content-Type": "multipart/form-data; boundary=zz"}}, 400, "multipart"),
+        ({"data": b"raw", "headers": {"Content-Type": "image/png"}}, 415, "multipart/form-data"),
+        ({"json": {"uri": "s3://media/x.png"}}, 400, "uris"),
+        ({"json": {"uris": {}}}, 400, "no modalities"),
+        ({"json": {"uris": {"infrared": "s3://models/serve/scorefusion.pt"}}}, 403, "readable prefix"),
+        ({"json": {"uris": {"infrared": "s3://media/sf/none.png"}}}, 404, "no object"),
+    ],
+)
+def test_scorefusion_refuses_bad_samples_with_the_reason(server, kwargs, status, says):
+    got = requests.post(f"{server}/v1/scorefusion", headers={"X-API-Key": KEY} | kwargs.pop("headers", {}),
+                        timeout=120, **kwargs)  # fmt: skip
+    assert got.status_code == status and says in got.json()["detail"], got.text
 
 
 def test_any_legal_key_is_read_by_uri(server, put_tricky_images):

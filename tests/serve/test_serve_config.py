@@ -10,8 +10,9 @@ import yaml
 
 from jobs.common.config import REPO_ROOT as ROOT
 from jobs.common.config import ConfigError
-from serve.app import MODELS, app_builder, serve_config, user_config
+from serve.app import app_builder, serve_config, user_config
 from serve.config import load_serve_settings
+from serve.models import MODELS, deployed
 
 
 def test_the_shipped_configs_load_and_the_serve_config_file_is_in_step():
@@ -22,8 +23,18 @@ def test_the_shipped_configs_load_and_the_serve_config_file_is_in_step():
     assert shipped == serve_config(settings), "remake it: mediascore serve --write-serve-config configs/serve_app.yaml"
     app = ServeDeploySchema.model_validate(shipped).applications[0]
     assert app.import_path == "serve.app:app_builder"
-    assert {d.name for d in app.deployments} == {cls.__name__ for cls in MODELS.values()}
+    assert {d.name for d in app.deployments} == {cls.__name__ for cls in MODELS.values()} - {"ScoreFusionModel"}
     assert app_builder(app.args) is not None and app_builder({"config": "configs/serve.yaml"}) is not None
+
+
+def test_the_multi_modal_deployment_exists_only_with_a_checkpoint():
+    settings = load_serve_settings("configs/serve.yaml")
+    assert "scorefusion" not in deployed(settings.models)
+    with_model = load_serve_settings("configs/serve.yaml", {"models": {"scorefusion": {"checkpoint": "s3://m/sf.pt"}}})
+    names = {d["name"] for d in serve_config(with_model)["applications"][0]["deployments"]}
+    assert "ScoreFusionModel" in names and set(user_config(MODELS["scorefusion"], with_model)["models"]) == {
+        "scorefusion"
+    }
 
 
 def test_user_config_holds_only_the_sections_a_deployment_uses():
