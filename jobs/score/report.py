@@ -109,11 +109,12 @@ KEY_COLOUR = (230, 30, 200)
 WEIGHT_NAMES = ("text", "style", "object", "key")
 
 
-def weights_svg(weights, width: int = 180, height: int = 70) -> str:
-    """The fusion modality weights as a bar chart (absent modalities marked n/a)."""
+def weights_svg(weights, width: int = 180, height: int = 70, names=WEIGHT_NAMES) -> str:
+    """Modality weights as a bar chart, one bar per name (absent modalities marked n/a); by default the fusion
+    stage's four modalities."""
     weights = weights if isinstance(weights, dict) else {}
-    bar_h, parts = (height - 6) / len(WEIGHT_NAMES), []
-    for i, name in enumerate(WEIGHT_NAMES):
+    bar_h, parts = (height - 6) / len(names), []
+    for i, name in enumerate(names):
         y, value = 3 + i * bar_h, weights.get(name)
         parts.append(f"<text x='0' y='{y + bar_h * 0.75:.1f}' font-size='10'>{name}</text>")
         if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -18,6 +18,7 @@ run: the sample keeps its row with the reason.
 from __future__ import annotations
 
 import hashlib
+import html
 import io
 from dataclasses import dataclass
 
@@ -120,6 +121,7 @@ class SamplesSummary:
     scored: int
     errors: int
     skipped_done: int
+    report: str
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -127,7 +129,7 @@ class SamplesSummary:
     def __str__(self) -> str:
         return (f"score --samples: {self.scored} of {self.samples} samples scored this run, {self.errors} without a "
                 f"score (reasons in the error column), {self.skipped_done} done before; results in "
-                f"{storage.join(self.output, SAMPLES_FOLDER)}/")  # fmt: skip
+                f"{storage.join(self.output, SAMPLES_FOLDER)}/, report {self.report}")  # fmt: skip
 
 
 def _check_job(output: str, job: dict) -> None:
@@ -166,4 +168,46 @@ def run_score_samples(manifest_uri: str, output: str, checkpoint: str, missing: 
                 scored += int((batch["error"] == "").sum())
                 errors += int((batch["error"] != "").sum())
                 progress(f"[score samples] {scored + errors}/{total} samples")
-    return SamplesSummary(output, total + len(done & set(rows.sample_id)), scored, errors, len(done))
+    weights = dict(zip(info["metrics"].get("modalities", []), info["metrics"].get("weights", []), strict=False))
+    report = storage.join(output, "samples_report.html")
+    storage.write_bytes(report, build_samples_report(output, weights).encode())
+    return SamplesSummary(output, total + len(done & set(rows.sample_id)), scored, errors, len(done), report)
+
+
+def read_samples_table(output: str) -> pd.DataFrame:
+    """Every committed part of ``output`` as one table, one row per sample."""
+    parts = [pq.read_table(io.BytesIO(storage.read_bytes(o.uri)))
+             for o in storage.list_objects(storage.join(output, SAMPLES_FOLDER), extensions=[".parquet"])]  # fmt: skip
+    return pa.concat_tables(parts).to_pandas() if parts else SAMPLES_SCHEMA.empty_table().to_pandas()
+
+
+def build_samples_report(output: str, checkpoint_weights: dict[str, float]) -> str:
+    """The HTML report of a ``score --samples`` output (module docstring)."""
+    from jobs.score.report import histogram_svg, weights_svg
+
+    table = read_samples_table(output)
+    names = list(checkpoint_weights)
+    used = {n: float(np.mean([dict(w).get(n, 0.0) for w in table.sf_weights])) if len(table) else None
+            for n in names}  # fmt: skip
+    hists = [histogram_svg(table.sf_score.to_numpy(float), "sf_score (all)")]
+    for label in sorted(table.label.dropna().unique()):
+        hists.append(histogram_svg(table.sf_score[table.label == label].to_numpy(float), f"sf_score, label {label}"))
+    for n in names:
+        hists.append(histogram_svg(np.array([dict(s).get(n, np.nan) for s in table.sf_scores], float), f"score {n}"))
+    gaps = table[table.sf_missing.map(len) > 0].head(100)
+    gap_rows = "".join(
+        f"<tr><td>{html.escape(r.sample_id)}</td><td>{html.escape('; '.join(r.sf_missing))}</td>"
+        f"<td>{html.escape(r.error if isinstance(r.error, str) else '')}</td></tr>"
+        for r in gaps.itertuples()
+    )
+    size = 40 + 22 * len(names)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>mediascore samples report</title>
+<style>body{{font-family:sans-serif;margin:2em}} td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}
+.hist{{display:inline-block;margin:8px}} table{{border-collapse:collapse}}</style></head><body>
+<h1>mediascore samples report</h1><p>{html.escape(output)}: {len(table)} samples,
+{int(table.error.notna().sum())} without a score</p>
+<h2>Modality weights</h2><p>fitted (the checkpoint) {weights_svg(checkpoint_weights, 320, size, names)}
+mean used per sample (renormalised over what each sample had) {weights_svg(used, 320, size, names)}</p>
+<h2>Score distributions</h2>{"".join(hists)}
+<h2>Samples with a gap ({len(gaps)} shown)</h2><table><tr><th>sample</th><th>missing</th><th>error</th></tr>
+{gap_rows}</table></body></html>"""

@@ -12,13 +12,11 @@ from conftest import write_table
 
 from jobs.common import storage
 from jobs.media.scorefusion import ScoreFusionScorer
-from jobs.score.samples import SAMPLES_FOLDER, run_score_samples
+from jobs.score.samples import SAMPLES_FOLDER, read_samples_table, run_score_samples
 
 
 def _table(output: str) -> pd.DataFrame:
-    parts = [pq.read_table(io.BytesIO(storage.read_bytes(o.uri)))
-             for o in storage.list_objects(storage.join(output, SAMPLES_FOLDER), extensions=[".parquet"])]  # fmt: skip
-    return pd.concat([p.to_pandas() for p in parts]).set_index("sample_id")
+    return read_samples_table(output).set_index("sample_id")
 
 
 def test_samples_are_grouped_scored_and_resumed(scorefusion_run):
@@ -43,6 +41,8 @@ def test_samples_are_grouped_scored_and_resumed(scorefusion_run):
     assert whole.sf_score == pytest.approx(direct.sf_score) and whole.sf_class == direct.sf_class
     assert dict(whole.sf_scores) == pytest.approx(direct.sf_scores) and whole.sf_model.endswith("#epoch=0")
     assert whole.label in ("present", "absent") and list(whole.sf_missing) == []
+    report = storage.read_bytes(first.report).decode()
+    assert "infrared" in report and "clip" in report and "sf_score, label present" in report and ids[1] in report
     holed = table.loc[ids[1]]
     assert holed.sf_missing[0].startswith("clip (") and dict(holed.sf_weights) == {"infrared": 1.0}
     # a rerun finds every sample committed; one part removed is scored again, the others are not touched
