@@ -267,11 +267,16 @@ class FusionStageConfig(StrictModel):
 
 class RestoreStageConfig(StrictModel):
     """The restoration stage: frames the quality classifier puts below ``threshold`` (on the method's 0-100 scale,
-    60 = the lower edge of "good") are restored by the generator, written as images, and judged again."""
+    60 = the lower edge of "good") are restored by the generator and judged again; with ``gate`` the restored
+    frame is kept (written, ``restore_applied``) only when it gains at least ``gate_margin`` points, else the
+    original stands (``restore_rejected``). The patent restores whatever falls below the threshold (``gate:
+    false``); the gate is ours, so that turning the stage on never hands back a frame the judge rates worse."""
 
     checkpoint: str | None = Field(None, description="URI of a generator.pt written by `mediascore train restore`")
     quality_checkpoint: str | None = Field(None, description="unset: the classifier the generator was trained with")
     threshold: float = Field(60.0, ge=0, le=100, description="restore frames whose quality number is below this")
+    gate: bool = Field(True, description="keep a restored frame only when the judge rates it gate_margin higher")
+    gate_margin: float = Field(1.0, ge=-100, le=100, description="quality points the restored frame must gain")
     output: str | None = Field(None, description="where restored frames go; unset: <score output>/restored")
     format: Literal["png", "jpeg"] = "png"
     tile: int = Field(256, ge=0, description="tile side in pixels (0: whole frames)")

@@ -2,9 +2,12 @@
 
 The quality classifier (the one the generator was trained with, unless the config names another) gives each frame
 a quality number on the method's 0-100 scale. Frames below ``threshold`` go through the generator (tiled, seams
-blended), the restored frame is written to ``output`` under a name derived from the source URI and frame index (a
-retry overwrites it), and the classifier judges the restored frame too. Frames at or above the threshold keep
-their quality number and no restored copy.
+blended) and the classifier judges the restored frame too. With the quality gate on (``gate``, the default) the
+restored frame replaces the original only when it is rated at least ``gate_margin`` points higher: then it is
+written to ``output`` under a name derived from the source URI and frame index (a retry overwrites it) and
+``restore_applied`` is true; otherwise the original stands, ``restore_rejected`` is true and
+``restore_quality_after`` still says what the restorer reached. Frames at or above the threshold keep their
+quality number and no restored copy (neither applied nor rejected).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ class RestoreStage(Stage):
     name: ClassVar[str] = "restore"
     columns: ClassVar[dict[str, pa.DataType]] = {
         "restore_applied": pa.bool_(),
+        "restore_rejected": pa.bool_(),
         "restore_quality_before": pa.float32(),
         "restore_quality_after": pa.float32(),
         "restore_uri": pa.string(),
@@ -59,20 +63,29 @@ class RestoreStage(Stage):
         images = [batch["pixels"][i] for i in rows]
         before, _ = self.judge.judge(images)
         for i, image, quality in zip(rows, images, before, strict=True):
-            applied = quality < self.cfg.threshold
-            uri, after = None, float("nan")
-            if applied:
+            tried = quality < self.cfg.threshold
+            uri, after, applied = None, float("nan"), False
+            if tried:
                 restored = self.restorer(image)
                 after = self.judge.judge([restored])[0][0]
+                applied = gate_accepts(quality, after, self.cfg)
+            if applied:
                 name = restored_name(str(batch["source_uri"][i]), _frame(batch, i), self.cfg.format)
                 uri = storage.join(self.cfg.output, name)
                 storage.write_bytes(uri, _encode(restored, self.cfg.format))
             out["restore_applied"].append(applied)
+            out["restore_rejected"].append(tried and not applied)
             out["restore_quality_before"].append(quality)
             out["restore_quality_after"].append(after)
             out["restore_uri"].append(uri)
             out["restore_model"].append(self.restorer.version)
         return out
+
+
+def gate_accepts(before: float, after: float, cfg: RestoreStageConfig) -> bool:
+    """Whether a restored frame replaces the original: always without the gate, else when the judge rates it at
+    least ``gate_margin`` points above the original."""
+    return not cfg.gate or after >= before + cfg.gate_margin
 
 
 def _frame(batch: dict[str, np.ndarray], i: int) -> int | None:
