@@ -462,14 +462,21 @@ def _add_eval(sub) -> None:
     eval_ocr.set_defaults(func=_cmd_eval_ocr)
 
 
+def _add_seeded_eval(eval_sub, name: str, help: str, config: str, what: str):
+    """An eval that trains one run per seed under ``--output``: the flags every such eval shares."""
+    parser = eval_sub.add_parser(name, help=help)
+    parser.add_argument("--config", default=config, help=f"the base training config (default: {config})")
+    parser.add_argument("--output", required=True, type=uri_argument, help="where the training runs go")
+    parser.add_argument("--manifest", help=f"the {what} manifest (default: the config's data.manifest)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    return parser
+
+
 def _add_eval_multitype(eval_sub) -> None:
-    multitype = eval_sub.add_parser(
-        "multitype", help="seed 002: photo-only, mixed, stratified and adversarial training per image type, over seeds"
-    )
-    multitype.add_argument("--config", default="configs/eval_multitype.yaml", help="the base training config")
-    multitype.add_argument("--output", required=True, type=uri_argument, help="where the variants' runs go")
-    multitype.add_argument("--manifest", help="the corpus manifest (default: the config's data.manifest)")
-    multitype.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    multitype = _add_seeded_eval(
+        eval_sub, "multitype", "seed 002: photo-only, mixed, stratified and adversarial training per image type, over "
+        "seeds", "configs/eval_multitype.yaml", "corpus",
+    )  # fmt: skip
     multitype.add_argument("--variants", default="photo_only,mixed,stratified,adversarial")
     multitype.add_argument("--type-ratio", default="photo=5,sketch=1,cartoon=1", help="training mix (seed 002: 5:1:1)")
     multitype.add_argument("--video-fps", type=float, default=5.0, help="frames per second sampled from each video")
@@ -477,13 +484,10 @@ def _add_eval_multitype(eval_sub) -> None:
 
 
 def _add_eval_scorefusion(eval_sub) -> None:
-    eval_sf = eval_sub.add_parser(
-        "scorefusion", help="seed 003: AUROC per modality, equal, fitted (out of fold) and test-picked weights"
-    )
-    eval_sf.add_argument("--config", default="configs/train_scorefusion.yaml", help="the train scorefusion YAML")
-    eval_sf.add_argument("--output", required=True, type=uri_argument, help="where each seed's run goes")
-    eval_sf.add_argument("--manifest", help="the samples manifest (default: the config's data.manifest)")
-    eval_sf.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds (default: 0,1,2)")
+    eval_sf = _add_seeded_eval(
+        eval_sub, "scorefusion", "seed 003: AUROC per modality, equal, fitted (out of fold) and test-picked weights",
+        "configs/train_scorefusion.yaml", "samples",
+    )  # fmt: skip
     eval_sf.set_defaults(func=_cmd_eval_scorefusion)
 
 
