@@ -93,10 +93,9 @@ def _cmd_score_samples(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from jobs.common.config import load_config
-
     if args.samples:
         return _cmd_score_samples(args)
+    from jobs.common.config import load_config
     from jobs.score.pipeline import run_score
 
     stages = parse_stages(args.stages)  # validated once, as part of the config (stage names and their order)
