@@ -19,21 +19,22 @@ detections, is set to the sample's median). What ran is returned, so it is recor
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 import cv2
 import numpy as np
 
-from jobs.media.decode import DecodeError
+from jobs.media.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 REMOVALS = ("none", "frame_code", "boxes")
+MAX_VOLUME_BYTES = 1 << 30  # a .nii.gz inflating past this is refused (a gzip bomb), before it is held
 FRAME_CODE_HEIGHT = 24  # the corpus videos' band (jobs.corpus.video.STRIP_HEIGHT; inference may not import it)
 
 
@@ -52,16 +53,14 @@ def kind_of(name: str) -> str:
     raise DecodeError("modality_unknown_kind", f"cannot tell what {name!r} is from its name")
 
 
-def read_raw(data: bytes, name: str, depth: int = 8) -> np.ndarray:
-    """The file as an array: images ``(H, W, C)``, videos ``(D, H, W, 3)`` (``depth`` evenly spaced frames),
-    arrays and NIfTI volumes as stored. Raises :class:`DecodeError` with the reason."""
+def read_raw(data: bytes, name: str, depth: int = 8, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The file as an array: images ``(H, W, 3)`` RGB (the score job's decoder: EXIF orientation, every mode to
+    RGB, the pixel count checked from the header against ``max_pixels``), videos ``(D, H, W, 3)`` (``depth``
+    evenly spaced frames), arrays and NIfTI volumes as stored. Raises :class:`DecodeError` with the reason."""
     kind = kind_of(name)
     try:
         if kind == "image":
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise ValueError("not a readable image")
-            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)[..., :3] if image.ndim == 3 else image[..., None]
+            return decode_image(data, max_pixels)[0]
         if kind == "array":
             return np.load(io.BytesIO(data), allow_pickle=False)
         if kind == "nifti":
@@ -76,11 +75,19 @@ def read_raw(data: bytes, name: str, depth: int = 8) -> np.ndarray:
 def _read_nifti(data: bytes, name: str) -> np.ndarray:
     import nibabel
 
-    raw = gzip.decompress(data) if name.lower().endswith(".gz") else data
+    raw = _gunzip(data, MAX_VOLUME_BYTES) if name.lower().endswith(".gz") else data
     with tempfile.NamedTemporaryFile(suffix=".nii") as f:  # nibabel reads files; small volumes, so a temp file
         f.write(raw)
         f.flush()
         return np.asarray(nibabel.load(f.name).get_fdata(dtype=np.float32))
+
+
+def _gunzip(data: bytes, limit: int) -> bytes:
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    out = inflater.decompress(data, limit)
+    if inflater.unconsumed_tail:
+        raise DecodeError("modality_too_large", f"the volume inflates past {limit} bytes")
+    return out
 
 
 def _read_clip(data: bytes, depth: int) -> np.ndarray:

@@ -9,11 +9,13 @@ import io
 import nibabel
 import numpy as np
 import pytest
+from PIL import Image
 
 from jobs.corpus.multimodal import CLIP_SIZE, Geometry, render_clip
 from jobs.media.decode import DecodeError
 from jobs.media.modalities import (
     FRAME_CODE_HEIGHT,
+    _gunzip,
     augment,
     load_modality,
     read_raw,
@@ -82,7 +84,16 @@ def test_the_boxes_remover_keeps_only_what_the_boxes_cover():
 def test_unreadable_files_raise_a_decode_error_with_the_reason():
     with pytest.raises(DecodeError) as info:
         read_raw(b"not a png", "visible.png")
-    assert info.value.code == "modality_image_error"
+    assert info.value.code.startswith("image_")
+    bomb = Image.new("L", (4000, 4000))
+    buf = io.BytesIO()
+    bomb.save(buf, format="PNG")
+    with pytest.raises(DecodeError) as info:
+        read_raw(buf.getvalue(), "infrared.png", max_pixels=1_000_000)  # refused from the header
+    assert info.value.code == "image_too_large"
+    with pytest.raises(DecodeError) as info:
+        _gunzip(gzip.compress(b"\0" * 4096), limit=1024)  # a .nii.gz that inflates past the limit
+    assert info.value.code == "modality_too_large"
     with pytest.raises(DecodeError) as info:
         read_raw(b"\x00" * 100, "scan.nii")
     assert info.value.code == "modality_nifti_error"
