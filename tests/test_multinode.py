@@ -191,6 +191,7 @@ def test_ray_job_submit_runs_score_on_the_head(cluster, corpus):
     assert summary["rows_written"] == len(_rows(out)) and summary["input"] == corpus_uri
 
 
+@pytest.mark.slow  # about 35 s on 2 cores
 def test_killing_the_second_node_mid_score_loses_and_doubles_nothing(cluster, corpus, tmp_path):
     corpus_uri, manifest = corpus
     out = "s3://test-scores/node-killed"

@@ -449,6 +449,7 @@ def test_a_checkpoint_that_fails_to_load_leaves_the_old_model_serving(server, ch
     assert requests.get(f"{server}/v1/models", timeout=60).json()["models"]["localize"]["error"] is None
 
 
+@pytest.mark.slow  # a load test: about 45 s on 2 cores
 def test_a_deployment_scales_out_under_load(server, checkpoints, settings_of):
     """Last in this module: it leaves the OCR deployment with two replicas."""
     from ray import serve

@@ -116,6 +116,7 @@ def test_type_ratio_subsamples_and_every_worker_gets_every_type():
     assert list(items.index) == list(range(len(items)))
 
 
+@pytest.mark.slow  # two DDP workers: about 70 s on 2 cores
 def test_train_cam_adversarial_stratified_on_two_workers(ray_local, corpus):
     """Seed 002's recipe end to end on Ray Train: two DDP workers, each drawing type-stratified batches from its
     own partition, D trained beside the classifier and kept out of the model; stop_val_error ends it early."""
