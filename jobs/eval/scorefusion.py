@@ -32,32 +32,31 @@ from jobs.train.scorefusion import (
 )
 
 
-def score_test_split(settings: TrainScoreFusionSettings, checkpoint: str) -> pd.DataFrame:
+def score_test_split(settings: TrainScoreFusionSettings, checkpoint: str, batch: int = 32) -> pd.DataFrame:
     """``sample_id``, ``label`` and a score column per modality for the test split (NaN where missing or
-    unreadable), each modality's network run on batches of 32."""
-    from jobs.media.decode import DecodeError
+    unreadable), scored by the checkpoint's scorer in batches of samples."""
     from jobs.media.scorefusion import ScoreFusionScorer
+    from jobs.score.samples import read_sample_files
 
     scorer = ScoreFusionScorer(checkpoint)
     manifest = read_samples(settings.data.manifest)
     rows = manifest[manifest.split == settings.data.test_split]
-    label = rows.groupby("sample_id").label.first().astype(str)
-    ids = sorted(label.index)
+    groups = rows.groupby("sample_id")
+    ids = sorted(groups.groups)
+    scores: list[dict[str, float]] = []
+    for start in range(0, len(ids), batch):
+        samples = []
+        for sample in ids[start : start + batch]:
+            group = groups.get_group(sample)
+            files, reasons = read_sample_files(group.modality, group.uri, scorer.names)
+            for name, why in reasons.items():
+                print(f"[eval scorefusion] {sample} {name} left out: {why}")
+            samples.append(files)
+        scores += [r.sf_scores for r in scorer.score_samples(samples)]
+    label = groups.label.first().astype(str)
     table = pd.DataFrame({"sample_id": ids, "label": [int(label[i] == settings.data.positive) for i in ids]})
     for name in settings.names:
-        uris = rows[rows.modality == name].set_index("sample_id").uri
-        column, batch, where = np.full(len(ids), np.nan), [], []
-        for k, sample in enumerate(ids):
-            if sample in uris.index:
-                try:
-                    batch.append(scorer.prepare(name, storage.read_bytes(uris[sample]), uris[sample]))
-                    where.append(k)
-                except DecodeError as exc:
-                    print(f"[eval scorefusion] {sample} {name} left out: {exc}")
-            if batch and (len(batch) == 32 or k == len(ids) - 1):
-                column[where] = scorer.modality_scores(name, batch)
-                batch, where = [], []
-        table[name] = column
+        table[name] = [s.get(name, np.nan) for s in scores]
     return table
 
 

@@ -40,12 +40,21 @@ SAMPLES_SCHEMA = pa.schema([
 ])  # fmt: skip
 
 
-def read_manifest(uri: str) -> pd.DataFrame:
-    """The samples manifest's rows; ``label`` is optional at inference."""
+SAMPLE_COLUMNS = ("sample_id", "modality", "uri")
+
+
+def read_samples_manifest(uri: str, required=SAMPLE_COLUMNS) -> pd.DataFrame:
+    """A samples manifest, checked for the ``required`` columns (training also needs ``label`` and ``split``)."""
     table = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
-    missing = {"sample_id", "modality", "uri"} - set(table.columns)
+    missing = set(required) - set(table.columns)
     if missing:
         raise ValueError(f"{uri}: a samples manifest needs the columns {sorted(missing)}")
+    return table
+
+
+def _inference_rows(uri: str) -> pd.DataFrame:
+    """The rows ``score --samples`` groups; ``label`` is optional at inference."""
+    table = read_samples_manifest(uri)
     if "label" not in table:
         table["label"] = None
     return table[["sample_id", "modality", "uri", "label"]].astype({"sample_id": str, "modality": str, "uri": str})
@@ -69,6 +78,22 @@ def _pack(group: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def read_sample_files(modalities, uris, names) -> tuple[dict[str, tuple[bytes, str]], dict[str, str]]:
+    """One sample's files as :meth:`ScoreFusionScorer.score_samples` takes them, for the modalities in ``names``
+    (others are not this model's), and the reason for each that could not be read."""
+    from jobs.media.decode import describe
+
+    files, reasons = {}, {}
+    for name, uri in zip(modalities, uris, strict=True):
+        if name not in names:
+            continue
+        try:
+            files[name] = (storage.read_bytes(uri), uri)
+        except (FileNotFoundError, OSError) as exc:
+            reasons[name] = describe(exc)
+    return files, reasons
+
+
 class ScoreSampleBatches:
     """Ray Data actor: the checkpoint, loaded once; each batch of samples read, scored and committed as a part."""
 
@@ -78,21 +103,9 @@ class ScoreSampleBatches:
         self.scorer = ScoreFusionScorer(checkpoint, device, missing)
         self.output = output
 
-    def _read(self, modalities, uris) -> tuple[dict, dict[str, str]]:
-        from jobs.media.decode import describe
-
-        files, reasons = {}, {}
-        for name, uri in zip(modalities, uris, strict=True):
-            if name not in self.scorer.names:
-                continue  # a modality the checkpoint has no network for: not part of this model's samples
-            try:
-                files[name] = (storage.read_bytes(uri), uri)
-            except (FileNotFoundError, OSError) as exc:
-                reasons[name] = describe(exc)
-        return files, reasons
-
     def __call__(self, batch: dict) -> dict:
-        read = [self._read(m, u) for m, u in zip(batch["modalities"], batch["uris"], strict=True)]
+        names = self.scorer.names
+        read = [read_sample_files(m, u, names) for m, u in zip(batch["modalities"], batch["uris"], strict=True)]
         samples, reasons = [files for files, _ in read], [why for _, why in read]
         results = self.scorer.score_samples(samples)
         rows = []
@@ -153,7 +166,7 @@ def run_score_samples(manifest_uri: str, output: str, checkpoint: str, missing: 
 
     info = describe(read_checkpoint(checkpoint), checkpoint)
     _check_job(output, {"checkpoint": checkpoint, "sf_model": info["version"], "manifest": manifest_uri})
-    rows = read_manifest(manifest_uri)
+    rows = _inference_rows(manifest_uri)
     done = done_samples(output)
     todo = rows[~rows.sample_id.isin(done)]
     total = int(todo.sample_id.nunique())

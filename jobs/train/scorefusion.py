@@ -109,12 +109,10 @@ def load_scorefusion_settings(path: str | Path, overrides: dict | None = None) -
 
 
 def read_samples(uri: str) -> pd.DataFrame:
-    """The samples manifest, checked for its columns."""
-    table = pd.read_parquet(io.BytesIO(storage.read_bytes(uri)))
-    missing = {"sample_id", "modality", "uri", "label", "split"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{uri}: a samples manifest needs the columns {sorted(missing)}")
-    return table
+    """The samples manifest, with the columns training needs."""
+    from jobs.score.samples import SAMPLE_COLUMNS, read_samples_manifest
+
+    return read_samples_manifest(uri, (*SAMPLE_COLUMNS, "label", "split"))
 
 
 class _LoadModality:
