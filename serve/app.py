@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from ray import serve
 from ray.serve.config import BackpressureConfig
 
+from serve.bodies import multipart_files, uri_from_body, uris_from_body
 from serve.config import DeploymentSettings, ServeSettings, has_dot_segment, load_serve_settings
 from serve.keys import KeyRing
 from serve.models import OPTIONAL, Model, deployed
@@ -87,73 +88,6 @@ def _short_reason(name: str, error: str, code: str | None) -> str:
     return f"the {'/'.join(failed)} model could not process this image"
 
 
-def _uri_from_body(body: bytes) -> str:
-    """The object URI that a JSON body ``{"uri": ...}`` names, checked before any store is asked.
-
-    Args:
-        body: the request body.
-
-    Returns:
-        The URI, exactly as sent.
-
-    Raises:
-        HTTPException: 400 for malformed JSON, and for a URI that cannot name an object (saying why).
-    """
-    from jobs.common import storage
-
-    try:
-        uri = json.loads(body)["uri"]
-        if not isinstance(uri, str) or not uri:
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise HTTPException(400, detail='malformed JSON body: expected {"uri": "<object URI>"}') from None
-    try:
-        return storage.check_uri(uri, object_key=True)
-    except storage.InvalidURI as exc:
-        raise HTTPException(400, detail=str(exc)) from None
-
-
-def _uris_from_body(body: bytes) -> dict[str, str]:
-    """``{modality: uri}`` from a JSON body ``{"uris": {...}}``, each URI checked as :func:`_uri_from_body` does."""
-    from jobs.common import storage
-
-    try:
-        uris = json.loads(body)["uris"]
-        if not isinstance(uris, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in uris.items()):
-            raise TypeError
-    except (ValueError, KeyError, TypeError):
-        raise HTTPException(400, detail='malformed JSON body: expected {"uris": {"<modality>": "<uri>"}}') from None
-    try:
-        return {m: storage.check_uri(u, object_key=True) for m, u in uris.items()}
-    except storage.InvalidURI as exc:
-        raise HTTPException(400, detail=str(exc)) from None
-
-
-async def _multipart_files(body: bytes, content_type: str) -> dict[str, tuple[bytes, str]]:
-    """The file parts of a ``multipart/form-data`` body (python-multipart, through Starlette's parser), by field
-    name; a part without a file name, or a field sent twice, is the client's error."""
-    from starlette.datastructures import Headers, UploadFile
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    async def stream():
-        yield body
-
-    try:
-        form = await MultiPartParser(
-            Headers({"content-type": content_type}), stream(), max_files=16, max_fields=16
-        ).parse()
-    except MultiPartException as exc:
-        raise HTTPException(400, detail=f"malformed multipart body: {exc.message}") from None
-    files = {}
-    for field, value in form.multi_items():
-        if not isinstance(value, UploadFile) or not value.filename:
-            raise HTTPException(400, detail=f"field {field!r} is not a file with a name (its extension is its kind)")
-        if field in files:
-            raise HTTPException(400, detail=f"modality {field!r} sent twice")
-        files[field] = (await value.read(), value.filename)
-    return files
-
-
 @serve.ingress(api)
 class Gateway:
     """HTTP ingress: keys, limits, reading and decoding bodies, metrics, and the routes."""
@@ -184,7 +118,7 @@ class Gateway:
             raise HTTPException(413, detail=f"body of {size} bytes > limit {self.cfg.max_body_bytes}")
 
     async def _read_uri(self, body: bytes) -> bytes:
-        return await self._read_object(_uri_from_body(body))
+        return await self._read_object(uri_from_body(body))
 
     async def _read_object(self, uri: str) -> bytes:
         """The object at a checked ``uri``: under a readable prefix, within the size limit, the store's state
@@ -241,9 +175,9 @@ class Gateway:
         body = await self._body(request)
         kind = request.headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
-            files = await _multipart_files(body, kind)
+            files = await multipart_files(body, kind)
         elif kind.startswith("application/json"):
-            uris = _uris_from_body(body)
+            uris = uris_from_body(body)
             data = await asyncio.gather(*(self._read_object(u) for u in uris.values()))
             files = {m: (d, u) for (m, u), d in zip(uris.items(), data, strict=True)}
         else:

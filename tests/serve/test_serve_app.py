@@ -568,10 +568,10 @@ def test_any_json_body_is_a_checked_uri_or_a_400(body):
     from fastapi import HTTPException
 
     from jobs.common import storage
-    from serve.app import _uri_from_body
+    from serve.bodies import uri_from_body
 
     try:
-        uri = _uri_from_body(body)
+        uri = uri_from_body(body)
     except HTTPException as exc:
         assert exc.status_code == 400 and exc.detail
         return
